@@ -1,0 +1,117 @@
+"""3D warps of feature volumes: rotations, rigid and flow grids, trilinear sampling.
+
+Volumes are channels-last, `vol_BxDxHxWxC`, the layout Flax convolutions use and
+the one that makes each trilinear corner a contiguous C-vector gather. Sampling
+grids hold normalised coordinates `(x, y, z)` in [-1, 1]: -1 is the centre of the
+first voxel and +1 the centre of the last along W, H and D respectively; points
+outside the volume read zeros.
+
+Rotation convention (shared with the synthetic corpus): x right, y up, z towards
+the viewer; `R = Rz(roll) @ Rx(-pitch) @ Ry(-yaw)`, so positive yaw turns the face
+to the viewer's left and positive pitch tilts it up. Volumes index rows top to
+bottom like images, so grids flip y before and after rotating: a pose means the
+same thing in the volume as in the picture. Translations are in the same y-up
+frame, in units of the volume's half-extent.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def rotation_matrix(yaw: jax.Array, pitch: jax.Array, roll: jax.Array) -> jax.Array:
+  """Rotation matrices `[..., 3, 3]` from yaw/pitch/roll angles in radians."""
+  cy, sy = jnp.cos(-yaw), jnp.sin(-yaw)
+  cp, sp = jnp.cos(-pitch), jnp.sin(-pitch)
+  cr, sr = jnp.cos(roll), jnp.sin(roll)
+  one, zero = jnp.ones_like(cy), jnp.zeros_like(cy)
+  ry = jnp.stack([jnp.stack([cy, zero, sy], -1),
+                  jnp.stack([zero, one, zero], -1),
+                  jnp.stack([-sy, zero, cy], -1)], -2)
+  rx = jnp.stack([jnp.stack([one, zero, zero], -1),
+                  jnp.stack([zero, cp, -sp], -1),
+                  jnp.stack([zero, sp, cp], -1)], -2)
+  rz = jnp.stack([jnp.stack([cr, -sr, zero], -1),
+                  jnp.stack([sr, cr, zero], -1),
+                  jnp.stack([zero, zero, one], -1)], -2)
+  return rz @ rx @ ry
+
+
+def identity_grid(depth: int, height: int, width: int, dtype=jnp.float32) -> jax.Array:
+  """Grid `[D, H, W, 3]` whose samples reproduce the volume exactly."""
+  z = jnp.linspace(-1.0, 1.0, depth, dtype=dtype)
+  y = jnp.linspace(-1.0, 1.0, height, dtype=dtype)
+  x = jnp.linspace(-1.0, 1.0, width, dtype=dtype)
+  zz, yy, xx = jnp.meshgrid(z, y, x, indexing="ij")
+  return jnp.stack([xx, yy, zz], axis=-1)
+
+
+def rigid_grid(rot_Bx3x3: jax.Array, trans_Bx3: jax.Array, scale_B: jax.Array,
+               shape_dhw: tuple[int, int, int], *, inverse: bool = False) -> jax.Array:
+  """Where each output voxel reads from under `p -> s R p + t` (or its inverse).
+
+  To render a canonical volume in a target pose, sample the canonical volume at
+  the inverse transform of the output coordinates: `inverse=True`. To bring a
+  posed volume back to canonical space, sample it at the forward transform.
+  Returns `[B, D, H, W, 3]`.
+  """
+  flip = jnp.array([1.0, -1.0, 1.0], rot_Bx3x3.dtype)  # Volume rows run downwards.
+  rot_Bx3x3 = rot_Bx3x3 * flip[:, None] * flip[None, :]
+  trans_Bx3 = trans_Bx3 * flip
+  base_N3 = identity_grid(*shape_dhw).reshape(-1, 3)
+  scale_B = scale_B.reshape(-1, 1, 1)
+  if inverse:
+    # p = s R q + t  =>  q = R^T (p - t) / s. Row vectors: (p - t) @ R / s.
+    pts = ((base_N3[None] - trans_Bx3[:, None, :]) @ rot_Bx3x3) / scale_B
+  else:
+    pts = scale_B * (base_N3[None] @ jnp.swapaxes(rot_Bx3x3, -1, -2)) + trans_Bx3[:, None, :]
+  return pts.reshape((-1,) + tuple(shape_dhw) + (3,))
+
+
+def sample_volume(vol_BxDxHxWxC: jax.Array, grid_BxdxhxwX3: jax.Array) -> jax.Array:
+  """Trilinear sampling of a volume at normalised grid points; zeros outside.
+
+  Returns `[B, d, h, w, C]` for a grid of shape `[B, d, h, w, 3]`. Eight gathers
+  of C-vectors from the flattened volume, weighted and summed: memory-bound and
+  cheap in FLOPs, with exact gradients for both the volume and the grid.
+  """
+  b, d, h, w, c = vol_BxDxHxWxC.shape
+  out_shape = grid_BxdxhxwX3.shape[:-1]
+  g = grid_BxdxhxwX3.reshape(b, -1, 3).astype(vol_BxDxHxWxC.dtype)
+  # Normalised -> voxel coordinates (centre of the first voxel at -1).
+  x = (g[..., 0] + 1.0) * 0.5 * (w - 1)
+  y = (g[..., 1] + 1.0) * 0.5 * (h - 1)
+  z = (g[..., 2] + 1.0) * 0.5 * (d - 1)
+  x0, y0, z0 = jnp.floor(x), jnp.floor(y), jnp.floor(z)
+  fx, fy, fz = x - x0, y - y0, z - z0
+  x0, y0, z0 = x0.astype(jnp.int32), y0.astype(jnp.int32), z0.astype(jnp.int32)
+  flat_BxNxC = vol_BxDxHxWxC.reshape(b, d * h * w, c)
+
+  out = jnp.zeros(g.shape[:2] + (c,), vol_BxDxHxWxC.dtype)
+  for dz in (0, 1):
+    zi, wz = z0 + dz, fz if dz else 1.0 - fz
+    for dy in (0, 1):
+      yi, wy = y0 + dy, fy if dy else 1.0 - fy
+      for dx in (0, 1):
+        xi, wx = x0 + dx, fx if dx else 1.0 - fx
+        inside = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (zi >= 0) & (zi < d))
+        idx = (jnp.clip(zi, 0, d - 1) * h + jnp.clip(yi, 0, h - 1)) * w + jnp.clip(xi, 0, w - 1)
+        corner = jnp.take_along_axis(flat_BxNxC, idx[..., None], axis=1)
+        weight = jnp.where(inside, wx * wy * wz, 0.0)
+        out = out + corner * weight[..., None]
+  return out.reshape(out_shape + (c,))
+
+
+def warp_volume(vol_BxDxHxWxC: jax.Array, rot_Bx3x3: jax.Array, trans_Bx3: jax.Array, scale_B: jax.Array,
+                flow_BxDxHxWx3: jax.Array | None = None, *, inverse: bool = True) -> jax.Array:
+  """Rigid transform plus an optional dense 3D flow (added to the sampling grid)."""
+  grid = rigid_grid(rot_Bx3x3, trans_Bx3, scale_B, vol_BxDxHxWxC.shape[1:4], inverse=inverse)
+  if flow_BxDxHxWx3 is not None:
+    grid = grid + flow_BxDxHxWx3
+  return sample_volume(vol_BxDxHxWxC, grid)
+
+
+def resize_flow(flow_BxdxhxwX3: jax.Array, shape_dhw: tuple[int, int, int]) -> jax.Array:
+  """Trilinearly upsamples a coarse flow field to the volume's resolution."""
+  b = flow_BxdxhxwX3.shape[0]
+  grid = jnp.broadcast_to(identity_grid(*shape_dhw), (b,) + tuple(shape_dhw) + (3,))
+  return sample_volume(flow_BxdxhxwX3, grid)
