@@ -604,10 +604,16 @@ class Corpus:
   def source(self, split: str):
     """A grain RandomAccessDataSource of the split's records (bytes)."""
     import grain  # pylint: disable=g-import-not-at-top
-    paths = self.shard_paths(split)
-    if not paths:
+    shards = self._split_info(split)["shards"]
+    if not shards:
       raise UserError(f"split {split!r} of corpus {self.root} is empty")
-    return grain.sources.ArrayRecordDataSource(paths)
+    # "path[0:n]" read instructions take record counts from the manifest, so
+    # shards open lazily on first read: startup does not touch thousands of
+    # files, and a damaged shard fails its own reads (which pipelines skip)
+    # instead of the whole source.
+    return grain.sources.ArrayRecordDataSource([
+        f"{os.path.join(self.root, s['file'])}[0:{s['clips']}]"
+        for s in shards])
 
   def index(self, split: str) -> ClipIndex:
     info = self._split_info(split)
