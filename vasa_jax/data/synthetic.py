@@ -1,0 +1,361 @@
+"""Procedural talking-head corpus with exact ground truth.
+
+    python -m vasa_jax.data.synthetic --out DIR --identities 100 --clips-per-identity 4 \
+        --frames 100 --resolution 128 --seed 0 --workers 2
+    python -m vasa_jax.data.synthetic --contact-sheet sheet.png --strip strip.png
+
+Each clip is a 3D head (`synthetic_head`: identity from an integer id, ray-cast
+with perspective) speaking speech-like audio (`synthetic_speech`). Labels are
+per-frame float32 [T] arrays named in `LABEL_NAMES`; their sign conventions are
+in the `synthetic_head` docstring (yaw > 0: face turns to the viewer's left;
+pitch > 0: face tilts up; roll > 0: counter-clockwise in the image; gaze_theta
+> 0: eyes look to the viewer's left; gaze_phi > 0: up).
+
+How motion follows the audio (deterministic, so a model can learn it):
+  mouth_open  = clip(track.open + emotion offset)   track.open = syllable envelope
+                x vowel openness (a 1.0, o .62, e .55, u .30, i .28), read
+                MOUTH_LEAD_S = 60 ms (1.5 frames) ahead of the sound
+  mouth_width = clip(track.width + 0.15 x happy)    /i/ 1.0, /e/ .65, /a/ .25
+  mouth_round = track.round                         /u/ 1.0, /o/ .8
+  pitch       = drift - 0.10 x accent - 0.04 x phrase boundary + phrase offset
+                (a nod on every pitch accent, head lowers at phrase ends)
+  brow        = emotion baseline + 0.5 x accent + small drift
+  yaw         = slow drift + a new head orientation after each phrase boundary
+Independent of audio: blinks (a Poisson-like process, ~1 every 4 s, 150-250 ms,
+fast close, slower open), slow head drift (sums of low-frequency sinusoids),
+gaze saccades around the clip's main gaze (every 0.5-2.5 s) with the eyes
+counter-rotating half the head's yaw drift (vestibulo-ocular reflex).
+
+Clip-level labels (attrs): main gaze (theta, phi), main distance, emotion from
+`EMOTIONS` (shifts the smile / brow / mouth baselines). Splits of a corpus:
+`train`; `benchmark` (held-out identities, the last ~10% of ids, with audio
+seeds from a disjoint range); `benchmark_cross` (benchmark identity A with the
+exact motion of benchmark clip B, attrs.motion_source = B's clip_id).
+"""
+
+import multiprocessing
+import os
+
+import numpy as np
+
+from vasa_jax.data import synthetic_head as head
+from vasa_jax.data import synthetic_speech as speech
+from vasa_jax.data.synthetic_head import Identity, identity_params, render_frame, render_frames  # noqa: F401
+from vasa_jax.data.synthetic_speech import MOUTH_LEAD_S, SAMPLE_RATE, synth_speech  # noqa: F401
+from vasa_jax.errors import UserError
+
+FPS = 25
+LABEL_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "distance", "mouth_open", "mouth_width",
+               "mouth_round", "blink", "gaze_theta", "gaze_phi", "brow", "smile")
+EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry")
+# Baselines per emotion: (smile, brow, mouth_open offset, mouth_width offset).
+_EMOTION_BASE = {
+    "neutral": (0.0, 0.0, 0.0, 0.0),
+    "happy": (0.7, 0.2, 0.02, 0.15),
+    "sad": (-0.45, -0.2, 0.0, 0.0),
+    "surprised": (0.05, 0.85, 0.12, 0.0),
+    "angry": (-0.35, -0.75, 0.0, 0.05),
+}
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 512
+# Audio seeds: train clips draw from [0, 2^30), benchmark clips from [2^30, 2^31).
+BENCHMARK_AUDIO_BASE = 1 << 30
+
+
+def _drift(rng, t, amp, f_lo=0.05, f_hi=0.4, n=3):
+  """Smooth zero-mean wander: a sum of sinusoids with random frequency and phase."""
+  f = rng.uniform(f_lo, f_hi, n)
+  ph = rng.uniform(0, 2 * np.pi, n)
+  w = rng.uniform(0.5, 1.0, n)
+  x = (w[:, None] * np.sin(2 * np.pi * f[:, None] * t[None] + ph[:, None])).sum(0)
+  return amp * x / np.sqrt((w * w).sum() / 2)
+
+
+def _smooth(x, sigma):
+  return speech._gauss_smooth(np.asarray(x, np.float64), sigma)
+
+
+def _blinks(rng, t):
+  """Blink curve 0..1: intervals 1.2 s + Exp(2.8 s), 150-250 ms, 40% closing."""
+  out = np.zeros_like(t)
+  tb = rng.uniform(0.2, 3.0)
+  while tb < t[-1] + 1:
+    dur = rng.uniform(0.15, 0.25)
+    x = (t - tb) / dur
+    close = np.sin(0.5 * np.pi * np.clip(x / 0.4, 0, 1))
+    opening = np.cos(0.5 * np.pi * np.clip((x - 0.4) / 0.6, 0, 1))
+    out = np.maximum(out, np.where((x >= 0) & (x < 1), np.where(x < 0.4, close, opening), 0.0))
+    tb += dur + 1.2 + rng.exponential(2.8)
+  return out
+
+
+def _saccades(rng, t, sd):
+  """Piecewise-constant gaze offsets that jump every 0.5-2.5 s."""
+  out = np.zeros_like(t)
+  tj, val = 0.0, 0.0
+  while tj < t[-1] + 1:
+    out[t >= tj] = val
+    val = rng.normal(0, sd)
+    tj += rng.uniform(0.5, 2.5)
+  return out
+
+
+def make_motion(seed: int, num_frames: int, *, gaze=(0.0, 0.0), distance: float = 1.0,
+                emotion=0, speech_track: dict, fps: int = FPS) -> dict:
+  """Per-frame labels {name: float32 [T]} driven by a speech track (see module docstring)."""
+  emotion = EMOTIONS[emotion] if isinstance(emotion, (int, np.integer)) else emotion
+  if emotion not in _EMOTION_BASE:
+    raise UserError(f"emotion {emotion!r} is unknown; accepted: {', '.join(EMOTIONS)}")
+  rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x40710]))
+  t = (np.arange(num_frames) + 0.5) / fps
+  tr = {k: np.asarray(v, np.float64)[:num_frames] for k, v in speech_track.items()}
+  smile0, brow0, open0, width0 = _EMOTION_BASE[emotion]
+  accent, boundary = tr["accent"], tr["boundary"]
+
+  # A new head orientation after each phrase boundary (peaks of the pulse).
+  b = boundary
+  peaks = np.nonzero((b > 0.5) & (b >= np.roll(b, 1)) & (b >= np.roll(b, -1)))[0]
+  seg = np.searchsorted(peaks, np.arange(num_frames), side="right")
+  yaw_off = rng.normal(0, 0.1, len(peaks) + 1)[seg]
+  pitch_off = rng.normal(0, 0.035, len(peaks) + 1)[seg]
+  yaw_drift = _drift(rng, t, 0.14)
+  lab = {
+      "yaw": _smooth(yaw_off, 6) + yaw_drift,
+      "pitch": _smooth(pitch_off, 6) + _drift(rng, t, 0.05) - 0.10 * accent - 0.04 * boundary,
+      "roll": _drift(rng, t, 0.045),
+      "tx": _drift(rng, t, 0.03),
+      "ty": _drift(rng, t, 0.02) - 0.015 * accent,
+      "distance": distance + _drift(rng, t, 0.015, 0.02, 0.15),
+      "mouth_open": tr["open"] + open0,
+      "mouth_width": tr["width"] + width0,
+      "mouth_round": tr["round"],
+      "blink": _blinks(rng, t),
+      "gaze_theta": gaze[0] + _smooth(_saccades(rng, t, 0.07), 0.5) - 0.5 * yaw_drift,
+      "gaze_phi": gaze[1] + _smooth(_saccades(rng, t, 0.045), 0.5),
+      "brow": brow0 + 0.5 * accent + _drift(rng, t, 0.06),
+      "smile": smile0 + _drift(rng, t, 0.08, 0.02, 0.1),
+  }
+  lo_hi = {"yaw": (-0.8, 0.8), "pitch": (-0.45, 0.45), "roll": (-0.35, 0.35), "mouth_open": (0, 1),
+           "mouth_width": (0, 1), "mouth_round": (0, 1), "blink": (0, 1), "brow": (-1, 1),
+           "smile": (-1, 1), "gaze_theta": (-0.6, 0.6), "gaze_phi": (-0.45, 0.45)}
+  for k, (lo, hi) in lo_hi.items():
+    lab[k] = np.clip(lab[k], lo, hi)
+  return {k: np.asarray(lab[k], np.float32) for k in LABEL_NAMES}
+
+
+def motion_from_audio(audio_16k, fps: int = FPS, seed: int = 0, *, gaze=(0.0, 0.0),
+                      distance: float = 1.0, emotion=0) -> dict:
+  """Labels that make a synthetic head speak any 16 kHz speech waveform."""
+  audio = np.asarray(audio_16k, np.float32).reshape(-1)
+  if audio.size < SAMPLE_RATE // fps:
+    raise UserError(f"audio has {audio.size} samples; need at least one frame ({SAMPLE_RATE // fps})")
+  if not np.all(np.isfinite(audio)):
+    raise UserError("audio contains NaN or infinite samples")
+  track = speech.motion_track_from_audio(audio, fps)
+  return make_motion(seed, len(track["open"]), gaze=gaze, distance=distance, emotion=emotion,
+                     speech_track=track, fps=fps)
+
+
+def clip_attrs(identity_id: int, audio_seed: int):
+  """Clip-level controls (main gaze, distance, emotion) drawn from the clip's seeds."""
+  rng = np.random.default_rng(np.random.SeedSequence([int(identity_id), int(audio_seed), 0xC11B]))
+  gaze = np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2)], np.float32)
+  dist = np.float32(rng.uniform(0.85, 1.2))
+  emotion = int(rng.choice(len(EMOTIONS), p=[0.4, 0.2, 0.13, 0.13, 0.14]))
+  motion_seed = int(rng.integers(1 << 31))
+  return gaze, dist, emotion, motion_seed
+
+
+def _check(num_frames, resolution):
+  if not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+    raise UserError(f"number of frames must be a positive integer, got {num_frames!r}")
+  if not isinstance(resolution, (int, np.integer)) or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+    raise UserError(f"resolution {resolution!r} is out of range; accepted: {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+
+
+def clip_id_for(identity_id: int, audio_seed: int) -> str:
+  return f"syn-id{identity_id:05d}-a{audio_seed:06d}"
+
+
+def make_clip(identity_id: int, audio_seed: int, num_frames: int, resolution: int,
+              split: str = "train", *, render: bool = True) -> dict:
+  """One clip dict (the records schema); render=False leaves frames out (motion only)."""
+  _check(num_frames, resolution)
+  audio, track = synth_speech(audio_seed, num_frames, FPS)
+  gaze, dist, emotion, motion_seed = clip_attrs(identity_id, audio_seed)
+  labels = make_motion(motion_seed, num_frames, gaze=gaze, distance=float(dist), emotion=emotion,
+                       speech_track=track)
+  clip = {
+      "clip_id": clip_id_for(identity_id, audio_seed),
+      "identity": int(identity_id),
+      "source": "synthetic",
+      "fps": FPS, "sample_rate": SAMPLE_RATE,
+      "frames": render_frames(identity_params(identity_id), labels, resolution) if render else None,
+      "audio": audio,
+      "labels": labels,
+      "attrs": {"gaze": gaze, "distance": np.asarray(dist, np.float32), "emotion": emotion,
+                "audio_seed": int(audio_seed), "split": split},
+  }
+  return clip
+
+
+def make_cross_clip(identity_id: int, motion_clip: dict, resolution: int | None = None,
+                    split: str | None = None) -> dict:
+  """Identity `identity_id` performing exactly the motion (and audio) of `motion_clip`."""
+  if resolution is None:
+    if motion_clip.get("frames") is None:
+      raise UserError("make_cross_clip needs a resolution when the motion clip has no frames")
+    resolution = int(np.shape(motion_clip["frames"])[1])
+  labels = {k: np.asarray(v, np.float32).copy() for k, v in motion_clip["labels"].items()}
+  _check(len(labels["yaw"]), resolution)
+  attrs = dict(motion_clip["attrs"])
+  attrs["motion_source"] = motion_clip["clip_id"]
+  if split is not None:
+    attrs["split"] = split
+  return {
+      "clip_id": f"syn-id{identity_id:05d}-x-{motion_clip['clip_id']}",
+      "identity": int(identity_id),
+      "source": "synthetic",
+      "fps": motion_clip["fps"], "sample_rate": motion_clip["sample_rate"],
+      "frames": render_frames(identity_params(identity_id), labels, resolution),
+      "audio": np.asarray(motion_clip["audio"], np.float32).copy(),
+      "labels": labels,
+      "attrs": attrs,
+  }
+
+
+# --------------------------------------------------------------------------------------
+# Corpus
+
+
+def benchmark_identities(num_identities: int) -> range:
+  """Held-out identity ids: the last ~10% (none when there is a single identity)."""
+  n = 0 if num_identities < 2 else max(1, int(round(0.1 * num_identities)))
+  return range(num_identities - n, num_identities)
+
+
+def corpus_jobs(num_identities: int, clips_per_identity: int, seed: int) -> list:
+  """Every clip of a corpus as (split, identity, audio_seed, motion identity or None)."""
+  bench = benchmark_identities(num_identities)
+  jobs = []
+  for ident in range(num_identities):
+    split = "benchmark" if ident in bench else "train"
+    base = BENCHMARK_AUDIO_BASE if split == "benchmark" else 0
+    for j in range(clips_per_identity):
+      a = int(np.random.SeedSequence([int(seed), ident, j, 0xA0D10]).generate_state(1)[0]) % BENCHMARK_AUDIO_BASE
+      jobs.append((split, ident, base + a, None))
+  if len(bench) >= 2:
+    ids = list(bench)
+    for split, ident, a, _ in [j for j in jobs if j[0] == "benchmark"]:
+      other = ids[(ids.index(ident) + 1) % len(ids)]
+      jobs.append(("benchmark_cross", other, a, ident))
+  return jobs
+
+
+def _run_job(job_and_cfg):
+  (split, ident, audio_seed, motion_ident), num_frames, resolution = job_and_cfg
+  if motion_ident is None:
+    return split, make_clip(ident, audio_seed, num_frames, resolution, split)
+  src = make_clip(motion_ident, audio_seed, num_frames, resolution, "benchmark", render=False)
+  return split, make_cross_clip(ident, src, resolution, split)
+
+
+def write_corpus(out_dir, num_identities, clips_per_identity, num_frames, resolution, seed,
+                 workers=None, clips_per_shard=64, progress=True, overwrite=False):
+  """Renders clips in worker processes; the main process writes them in a fixed order."""
+  from tqdm import tqdm
+
+  from vasa_jax.data import records
+  _check(num_frames, resolution)
+  jobs = corpus_jobs(num_identities, clips_per_identity, seed)
+  work = [(j, num_frames, resolution) for j in jobs]
+  workers = workers or os.cpu_count() or 1
+  with records.CorpusWriter(out_dir, resolution=resolution, fps=FPS, sample_rate=SAMPLE_RATE,
+                            clips_per_shard=clips_per_shard, overwrite=overwrite) as w:
+    bar = tqdm(total=len(work), unit="clip", disable=not progress, desc="synthetic corpus")
+    if workers == 1:
+      results = map(_run_job, work)
+      pool = None
+    else:
+      pool = multiprocessing.get_context("spawn").Pool(workers)
+      results = pool.imap(_run_job, work, chunksize=1)
+    try:
+      for split, clip in results:
+        w.add(split, clip)
+        bar.update(1)
+    finally:
+      bar.close()
+      if pool is not None:
+        pool.terminate()
+  return len(jobs)
+
+
+def contact_sheet(first_identity: int = 0, resolution: int = 128, n: int = 16) -> np.ndarray:
+  """uint8 grid of n identities, each in a slightly different pose and expression."""
+  _check(1, resolution)
+  rng = np.random.default_rng(first_identity)
+  tiles = []
+  for i in range(n):
+    m = {k: 0.0 for k in LABEL_NAMES}
+    m.update(distance=1.0, yaw=rng.uniform(-0.5, 0.5), pitch=rng.uniform(-0.15, 0.15),
+             mouth_open=rng.uniform(0, 0.6), smile=rng.uniform(-0.3, 0.8), gaze_theta=rng.uniform(-0.2, 0.2))
+    tiles.append(render_frame(identity_params(first_identity + i), m, resolution))
+  cols = int(np.ceil(np.sqrt(n)))
+  tiles += [np.zeros_like(tiles[0])] * (cols * cols - n)
+  return np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], 1) for r in range(cols)], 0)
+
+
+def strip(identity_id: int, audio_seed: int, num_frames: int, resolution: int, count: int = 10) -> np.ndarray:
+  """uint8 row of `count` evenly spaced frames of one clip."""
+  clip = make_clip(identity_id, audio_seed, num_frames, resolution, render=False)
+  idx = np.linspace(0, num_frames - 1, count).round().astype(int)
+  sub = {k: v[idx] for k, v in clip["labels"].items()}
+  return np.concatenate(list(render_frames(identity_params(identity_id), sub, resolution)), 1)
+
+
+def _parser():
+  from vasa_jax import cli
+  p = cli.make_parser("python -m vasa_jax.data.synthetic",
+                      "Write a synthetic talking-head corpus (train / benchmark / benchmark_cross splits) "
+                      "or preview PNGs of it.")
+  p.add_argument("--out", help="corpus folder to write (must not already hold a corpus)")
+  p.add_argument("--identities", type=int, default=100, help="number of identities (ids 0..N-1)")
+  p.add_argument("--clips-per-identity", type=int, default=4, help="clips per identity")
+  p.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
+  p.add_argument("--resolution", type=int, default=128, help=f"square frame size, {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+  p.add_argument("--seed", type=int, default=0, help="corpus seed (audio and clip-level controls)")
+  p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
+  p.add_argument("--clips-per-shard", type=int, default=64, help="clips per ArrayRecord shard")
+  p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+  p.add_argument("--contact-sheet", metavar="PATH", help="write a PNG of 16 identities and exit")
+  p.add_argument("--strip", metavar="PATH", help="write a PNG strip of frames of one clip and exit")
+  p.add_argument("--identity", type=int, default=0, help="first identity for --contact-sheet, identity for --strip")
+  return p
+
+
+def main(args) -> int:
+  for name in ("identities", "clips_per_identity", "frames", "workers", "clips_per_shard"):
+    if getattr(args, name) < 1:
+      raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+  if args.identity < 0:
+    raise UserError(f"--identity must be >= 0, got {args.identity}")
+  _check(args.frames, args.resolution)
+  if not (args.contact_sheet or args.strip or args.out):
+    raise UserError("nothing to do: give --out DIR, --contact-sheet PATH or --strip PATH")
+  from PIL import Image
+  for path, make in ((args.contact_sheet, lambda: contact_sheet(args.identity, args.resolution)),
+                     (args.strip, lambda: strip(args.identity, args.seed, args.frames, args.resolution))):
+    if path:
+      if os.path.dirname(os.path.abspath(path)) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UserError(f"folder of {path} does not exist")
+      Image.fromarray(make()).save(path)
+      print(f"wrote {path}")
+  if args.out:
+    n = write_corpus(args.out, args.identities, args.clips_per_identity, args.frames, args.resolution,
+                     args.seed, args.workers, args.clips_per_shard, overwrite=args.overwrite)
+    print(f"wrote {n} clips to {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  from vasa_jax import cli
+  cli.main_entry(main, _parser())
