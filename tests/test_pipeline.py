@@ -1,4 +1,4 @@
-"""grain pipelines: example contents, determinism, slicing, resume, corruption."""
+"""grain pipelines: contents, determinism, slicing, resume, corruption."""
 
 import itertools
 import os

@@ -247,8 +247,10 @@ def _process_slice(process_index: int | None, process_count: int | None
                    ) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} not in "
                      f"[0, {process_count})")

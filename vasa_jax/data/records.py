@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_record.python import array_record_module
 from PIL import Image
 
 from vasa_jax.errors import UserError
@@ -208,7 +209,8 @@ def encode_clip(clip: Mapping[str, Any], *, frame_codec: str = "jpeg",
       raise ValueError(f"clip {clip_id}: extra key {name!r} must be a numeric "
                        f"per-frame array [{num_frames}, ...], got "
                        f"{values_TxD.dtype} {values_TxD.shape}")
-    add_array("per_frame", name, values_TxD.astype(values_TxD.dtype.newbyteorder("<")))
+    little_endian = values_TxD.dtype.newbyteorder("<")
+    add_array("per_frame", name, values_TxD.astype(little_endian))
 
   header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
   body = b"".join([_PREFIX.pack(MAGIC, SCHEMA_VERSION, len(header_bytes)),
@@ -356,7 +358,6 @@ class _SplitWriter:
     self._writer = None
 
   def add(self, record: bytes, clip_id: str, identity: int, num_frames: int):
-    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
     if self._writer is None:
       name = shard_name(self.split, len(self.shards))
       self._writer = array_record_module.ArrayRecordWriter(
@@ -438,7 +439,8 @@ class CorpusWriter:
     if not split or not split.replace("_", "").replace(".", "").isalnum():
       raise ValueError(f"split name {split!r}: use letters, digits, _ or .")
     clip_id = str(clip["clip_id"])
-    if int(clip["fps"]) != self.fps or int(clip["sample_rate"]) != self.sample_rate:
+    if (int(clip["fps"]) != self.fps
+        or int(clip["sample_rate"]) != self.sample_rate):
       raise ValueError(f"clip {clip_id}: fps/sample_rate {clip['fps']}/"
                        f"{clip['sample_rate']} differ from the corpus's "
                        f"{self.fps}/{self.sample_rate}")
@@ -511,7 +513,8 @@ class CorpusWriter:
         "format": CORPUS_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "kind": self.kind,
-        "resolution": None if self.resolution is None else list(self.resolution),
+        "resolution": (None if self.resolution is None
+                       else list(self.resolution)),
         "fps": self.fps,
         "sample_rate": self.sample_rate,
         "frame_codec": self.frame_codec if self._has_frames else None,
