@@ -287,9 +287,9 @@ def _paint_face(ident, m, p, col, soft):
     top = yc + half_h * np.sqrt(np.clip(1 - xn * xn, 0, 1))
     bottom = yc - half_h * np.sqrt(np.clip(1 - xn * xn, 0, 1))
     interior = np.zeros_like(col) + np.array([0.16, 0.03, 0.04], np.float32)
-    teeth = _smooth(y - (top - 0.045), soft)[:, None]
+    teeth = (_smooth(y - (top - 0.028), soft) * _smooth(0.8 - np.abs(xn), 0.1))[:, None]
     interior = interior * (1 - teeth) + np.array([0.9, 0.88, 0.82], np.float32) * teeth
-    tongue = (_smooth(bottom + 0.05 + 0.4 * half_h * (1 - xn * xn) * 0.3 - y, soft) * _smooth(half_h - 0.05, 0.02))
+    tongue = _smooth(bottom + (0.02 + 0.15 * half_h) * (1 - xn * xn) - y, soft) * _smooth(half_h - 0.05, 0.02)
     interior = interior * (1 - tongue[:, None]) + np.array([0.62, 0.22, 0.24], np.float32) * tongue[:, None]
     col += (interior - col) * a_in[:, None]
   else:
