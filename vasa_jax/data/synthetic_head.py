@@ -105,7 +105,7 @@ def identity_params(identity_id: int) -> Identity:
   hair = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_P / _HAIR_P.sum())]
   hair = np.clip(hair * u(0.85, 1.15, 3), 0, 1)
   style = int(rng.choice(4, p=[0.12, 0.33, 0.3, 0.25]))
-  lip = np.clip(skin * np.array([0.95, 0.62, 0.62]) * u(0.85, 1.05) + np.array([0.08, 0.0, 0.02]), 0, 1)
+  lip = np.clip(skin * np.array([0.9, 0.5, 0.52]) * u(0.8, 1.0) + np.array([0.12, 0.0, 0.03]), 0, 1)
   bg_h = u(0, 1)
   return Identity(
       identity_id=int(identity_id),
@@ -116,7 +116,7 @@ def identity_params(identity_id: int) -> Identity:
       eye_colour=tuple(float(x) for x in _EYE_COLOURS[rng.integers(len(_EYE_COLOURS))]),
       eye_sep=u(0.25, 0.33), eye_y=u(0.08, 0.17), eye_r=u(0.11, 0.135), iris=u(0.42, 0.52),
       nose_size=u(0.8, 1.25), nose_len=u(0.85, 1.2),
-      mouth_w=u(0.17, 0.25), mouth_y=u(-0.5, -0.42), lip_th=u(0.025, 0.05),
+      mouth_w=u(0.17, 0.25), mouth_y=u(-0.5, -0.42), lip_th=u(0.035, 0.06),
       lip_colour=tuple(float(x) for x in lip),
       brow_th=u(0.025, 0.055), brow_arch=u(0.0, 0.05), ear_size=u(0.85, 1.2),
       glasses=bool(u() < 0.25), glasses_colour=_hsv(u(), u(0, 0.6), u(0.05, 0.35)),
@@ -198,13 +198,14 @@ def _static_parts(ident: Identity):
     parts.append(("hair", np.array([0.0, 0.17, sk_c[2] - back]),
                   np.array([sk_r[0] + v, sk_r[1] + v + 0.02, sk_r[2] + 0.02])))
   if style == "long":
-    parts.append(("hair", np.array([0.0, -0.45, -0.32]), np.array([sk_r[0] + v + 0.08, 1.05, 0.5])))
+    # Kept behind the neck so a nod never swings it in front of the chin.
+    parts.append(("hair", np.array([0.0, -0.4, -0.45]), np.array([sk_r[0] + v + 0.08, 0.95, 0.45])))
   if style == "medium":
     parts.append(("hair", np.array([0.0, -0.05, -0.25]), np.array([sk_r[0] + v + 0.03, 0.75, 0.62])))
   return tuple(parts)
 
 
-_BODY = (("neck", np.array([0.0, -1.0, -0.15]), np.array([0.34, 0.65, 0.34])),
+_BODY = (("neck", np.array([0.0, -1.0, -0.15]), np.array([0.4, 0.65, 0.38])),
          ("shirt", np.array([0.0, -1.95, -0.3]), np.array([1.45, 0.62, 0.7])))
 
 
