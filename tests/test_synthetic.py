@@ -210,3 +210,10 @@ def test_write_corpus(tmp_path):
   clip = records.decode_clip(src[0])
   assert clip["attrs"]["motion_source"].startswith("syn-id")
   assert clip["frames"].shape == (2, 64, 64, 3)
+
+
+def test_rotation_matches_model_warp():
+  warp = pytest.importorskip("vasa_jax.models.warp")
+  for ypr in [(0.3, -0.2, 0.1), (-0.7, 0.4, -0.3)]:
+    np.testing.assert_allclose(head.rotation(*ypr), np.asarray(warp.rotation_matrix(*map(np.float32, ypr))),
+                               atol=1e-6)

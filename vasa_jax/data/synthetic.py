@@ -326,8 +326,8 @@ def _parser():
   p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
   p.add_argument("--clips-per-shard", type=int, default=64, help="clips per ArrayRecord shard")
   p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
-  p.add_argument("--contact-sheet", metavar="PATH", help="write a PNG of 16 identities and exit")
-  p.add_argument("--strip", metavar="PATH", help="write a PNG strip of frames of one clip and exit")
+  p.add_argument("--contact-sheet", metavar="PATH", help="write a PNG of 16 identities (a corpus too only if --out is given)")
+  p.add_argument("--strip", metavar="PATH", help="write a PNG strip of 10 frames of one clip (identity --identity, audio seed --seed)")
   p.add_argument("--identity", type=int, default=0, help="first identity for --contact-sheet, identity for --strip")
   return p
 

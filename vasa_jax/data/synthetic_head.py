@@ -19,6 +19,8 @@ Sign conventions of the motion labels (see `synthetic.py` for their ranges):
   tx > 0     the head moves right; ty > 0 moves it up (units: half image width)
   distance   camera distance relative to the default; < 1 is closer (bigger head,
              stronger perspective)
+  (head-local -> camera rotation R = Rz(roll) @ Rx(-pitch) @ Ry(-yaw), the same
+  matrix as `vasa_jax.models.warp.rotation_matrix`)
   gaze_theta > 0 the eyes look to the viewer's left; gaze_phi > 0 they look up;
              both are angles in the head's own frame (0, 0 looks along the face)
   blink      0 open .. 1 closed; brow, smile in [-1, 1]; mouth_* in [0, 1]
@@ -139,7 +141,7 @@ def rotation(yaw, pitch, roll) -> np.ndarray:
   ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
   rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
   rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-  return rz @ ry @ rx
+  return rz @ rx @ ry  # same order as vasa_jax.models.warp.rotation_matrix
 
 
 def head_center(tx, ty, distance) -> np.ndarray:
