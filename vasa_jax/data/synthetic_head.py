@@ -211,12 +211,18 @@ _BODY = (("neck", np.array([0.0, -1.0, -0.15]), np.array([0.4, 0.65, 0.38])),
          ("shirt", np.array([0.0, -1.95, -0.3]), np.array([1.45, 0.62, 0.7])))
 
 
+def _rowdot(a_Nx3, v):
+  # Elementwise rather than BLAS: results must not depend on how pixels are
+  # chunked or on BLAS threading, so equal seeds give equal bytes everywhere.
+  return a_Nx3[:, 0] * v[0] + a_Nx3[:, 1] * v[1] + a_Nx3[:, 2] * v[2]
+
+
 def _ray_ellipsoid(o, d_Nx3, c, r):
   """Nearest positive hit distance of rays o + t d with an axis-aligned ellipsoid (inf on miss)."""
   oc = ((o - c) / r).astype(np.float32)
   dd = d_Nx3 * (1.0 / r).astype(np.float32)
   a = np.einsum("ij,ij->i", dd, dd)
-  b = dd @ oc
+  b = _rowdot(dd, oc)
   cc = np.float32(oc @ oc - 1.0)
   disc = b * b - a * cc
   hit = disc > 0
@@ -337,7 +343,7 @@ def _paint_eye(ident, m, p, centre, col, soft):
   q = (p - centre) / ident.eye_r
   th, ph = m["gaze_theta"], m["gaze_phi"]
   g = np.array([-np.sin(th) * np.cos(ph), np.sin(ph), np.cos(th) * np.cos(ph)], np.float32)
-  ang = np.arccos(np.clip(q @ g, -1, 1))
+  ang = np.arccos(np.clip(_rowdot(q, g), -1, 1))
   asoft = soft / ident.eye_r
   white = np.array([0.93, 0.91, 0.88], np.float32)
   base = np.zeros_like(col) + white * (0.85 + 0.15 * q[:, 2:3])
@@ -377,11 +383,22 @@ def _hair_on_skull(ident, p, soft):
   return _smooth(y - line, soft)
 
 
+_CHUNK = 1 << 14  # pixels per pass: keeps the per-pixel temporaries in cache at 512^2
+
+
 def render_frame(ident: Identity, m: dict, res: int) -> np.ndarray:
   """One frame, uint8 [res, res, 3]; m maps label names to floats."""
-  rays = _pixel_rays(res)
+  rays_all, bg = _pixel_rays(res), _background(ident, res)
+  col = np.concatenate([_render_pixels(ident, m, res, rays_all[i:i + _CHUNK], bg[i:i + _CHUNK])
+                        for i in range(0, len(rays_all), _CHUNK)])
+  img = np.clip(col, 0.0, 1.0) ** (1 / 1.15)
+  return (img.reshape(res, res, 3) * 255 + 0.5).astype(np.uint8)
+
+
+def _render_pixels(ident, m, res, rays, bg):
+  """Linear RGB [n, 3] of the pixels whose camera rays are `rays` [n, 3]."""
   n_pix = len(rays)
-  col = _background(ident, res).copy()
+  col = bg.copy()
   rot = rotation(m["yaw"], m["pitch"], m["roll"]).astype(np.float32)
   centre = head_center(m["tx"], m["ty"], m["distance"])
   dist = float(-centre[2])
@@ -391,7 +408,7 @@ def render_frame(ident: Identity, m: dict, res: int) -> np.ndarray:
 
   # Head: rays in head-local coords, limited to a bounding sphere around the head.
   o_h = (rot.T @ (-centre)).astype(np.float32)
-  d_h = rays @ rot  # == (R^T d) per row
+  d_h = sum(rays[:, i:i + 1] * rot[i] for i in range(3))  # == (R^T d) per row
   t_b = _ray_ellipsoid(o_h, d_h, np.array([0.0, -0.3, -0.1]), np.full(3, 1.85))
   sub = np.nonzero(np.isfinite(t_b))[0]
   parts = [("skull",) + _skull(ident), ("jaw",) + _jaw(ident, m["mouth_open"])]
@@ -445,7 +462,7 @@ def render_frame(ident: Identity, m: dict, res: int) -> np.ndarray:
       if name == "skull":
         hair_a = _hair_on_skull(ident, pt, soft)
         _mix(base, _hair_tex(ident, pt), hair_a)
-        spec = 0.12 * (1 - hair_a.mean())
+        spec = 0.12 * (1 - hair_a)  # hair is matte
       if name == "ear":
         _mix(base, np.array(ident.skin) * 0.75, _smooth(0.3 - np.abs((pt[:, 2] - c[2]) / r[2]), 0.1))
     elif name == "eye":
@@ -459,8 +476,7 @@ def render_frame(ident: Identity, m: dict, res: int) -> np.ndarray:
       base = np.zeros((len(sel), 3), np.float32) + np.array(ident.earring_colour, np.float32)
       spec, shin = 0.9, 40.0
     col[idx] = _shade(base, nrm, light_h, dd, spec, shin)
-  img = np.clip(col, 0.0, 1.0) ** (1 / 1.15)
-  return (img.reshape(res, res, 3) * 255 + 0.5).astype(np.uint8)
+  return col
 
 
 def _blend_normal(parts, k, pt, nrm):
@@ -487,7 +503,7 @@ def _shade(base, nrm, light, ray_d, spec, shininess):
   """Lambert + ambient + Blinn-Phong specular; all vectors in one frame."""
   n = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
   v = -ray_d / np.linalg.norm(ray_d, axis=1, keepdims=True)
-  lam = np.clip(n @ light, 0.0, 1.0)
+  lam = np.clip(_rowdot(n, light), 0.0, 1.0)
   h = v + light
   h /= np.linalg.norm(h, axis=1, keepdims=True)
   sp = spec * np.clip(np.einsum("ij,ij->i", n, h), 0, 1) ** shininess
