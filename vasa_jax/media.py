@@ -228,6 +228,15 @@ def _hms(seconds: float) -> str:
 # --------------------------------------------------------------------------- video
 
 
+def _create_mode() -> int:
+  umask = os.umask(0o022)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
+_CREATE_MODE = _create_mode()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; renames it to `path` only if the block succeeds."""
@@ -238,6 +247,7 @@ def atomic_output(path: str) -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    os.chmod(tmp, _CREATE_MODE)  # mkstemp makes 0600; outputs get the usual permissions.
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

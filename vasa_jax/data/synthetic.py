@@ -328,8 +328,35 @@ def _parser():
   p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
   p.add_argument("--contact-sheet", metavar="PATH", help="write a PNG of 16 identities (a corpus too only if --out is given)")
   p.add_argument("--strip", metavar="PATH", help="write a PNG strip of 10 frames of one clip (identity --identity, audio seed --seed)")
-  p.add_argument("--identity", type=int, default=0, help="first identity for --contact-sheet, identity for --strip")
+  p.add_argument("--identity", type=int, default=0,
+                 help="first identity for --contact-sheet, identity for --strip and --speak")
+  p.add_argument("--speak", nargs="?", const=EXAMPLE_SPEECH, metavar="AUDIO",
+                 help="render identity --identity speaking AUDIO (default: the bundled example speech) "
+                 "into --video, with motion derived from the audio by the corpus' own mapping")
+  p.add_argument("--video", default="synthetic_speaker.mp4", help="mp4 written by --speak")
   return p
+
+
+EXAMPLE_SPEECH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "speech.wav")
+
+
+def speak(audio_path: str, video_path: str, identity_id: int, resolution: int, seed: int) -> str:
+  """Writes an mp4 of a synthetic head speaking `audio_path`; returns its path."""
+  from tqdm import tqdm
+  from vasa_jax import media
+  media.require_output_path(video_path, (".mp4",))
+  audio = media.load_audio(audio_path)
+  labels = motion_from_audio(audio, FPS, seed)
+  identity = identity_params(identity_id)
+  num_frames = len(labels["mouth_open"])
+  with media.VideoWriter(video_path, FPS) as writer:
+    chunk = 25  # Render a second at a time: memory stays flat for long audio.
+    for start in tqdm(range(0, num_frames, chunk), desc="render", unit="s", leave=False):
+      sub = {k: v[start:start + chunk] for k, v in labels.items()}
+      for frame in render_frames(identity, sub, resolution):
+        writer.write(frame)
+    writer.close(audio)
+  return video_path
 
 
 def main(args) -> int:
@@ -339,16 +366,17 @@ def main(args) -> int:
   if args.identity < 0:
     raise UserError(f"--identity must be >= 0, got {args.identity}")
   _check(args.frames, args.resolution)
-  if not (args.contact_sheet or args.strip or args.out):
-    raise UserError("nothing to do: give --out DIR, --contact-sheet PATH or --strip PATH")
-  from PIL import Image
+  if not (args.contact_sheet or args.strip or args.out or args.speak):
+    raise UserError("nothing to do: give --out DIR, --contact-sheet PATH, --strip PATH or --speak [AUDIO]")
+  from vasa_jax import media
   for path, make in ((args.contact_sheet, lambda: contact_sheet(args.identity, args.resolution)),
                      (args.strip, lambda: strip(args.identity, args.seed, args.frames, args.resolution))):
     if path:
-      if os.path.dirname(os.path.abspath(path)) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise UserError(f"folder of {path} does not exist")
-      Image.fromarray(make()).save(path)
+      media.require_output_path(path, (".png",))
+      media.save_image(path, make())
       print(f"wrote {path}")
+  if args.speak:
+    print(f"wrote {os.path.abspath(speak(args.speak, args.video, args.identity, args.resolution, args.seed))}")
   if args.out:
     n = write_corpus(args.out, args.identities, args.clips_per_identity, args.frames, args.resolution,
                      args.seed, args.workers, args.clips_per_shard, overwrite=args.overwrite)
