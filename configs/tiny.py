@@ -29,4 +29,63 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.clips_per_identity = 2
   c.data.frames_per_clip = 24
   c.data.batch_size = 4
+  c.data.split = "train"
+  c.data.workers = 0       # grain worker processes (0: read in the main process)
+
+  # Stage 1: the face latent space (models/face_latent.py).
+  c.face = ml_collections.ConfigDict()
+  c.face.image_size = 64
+  c.face.vol_channels = 8      # Cv of V_app [D, S, S, Cv]
+  c.face.vol_depth = 4         # D
+  c.face.vol_size = 16         # S
+  c.face.enc_widths = (16, 32)             # appearance encoder: one halving per width
+  c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
+  c.face.motion_widths = (16, 32, 32)
+  c.face.z_id = 32
+  c.face.z_dyn = 32
+  c.face.flow_channels = 8
+  c.face.render_vol_blocks = 1
+  c.face.gen_widths = (32, 16, 16)         # 2D generator: S -> 2S -> 4S = image_size
+
+  c.disc = ml_collections.ConfigDict()
+  c.disc.widths = (16, 32, 32)
+  c.disc.scales = 2
+
+  # Identity embedding for the cross-identity loss (our stand-in for ArcFace).
+  c.idnet = ml_collections.ConfigDict()
+  c.idnet.widths = (16, 32, 32)
+  c.idnet.embed_dim = 32
+  c.idnet.input_size = 64
+  c.idnet.num_classes = 16   # at least the number of training identities
+
+  # Loss weights (train/stage1.py documents each term).
+  c.loss = ml_collections.ConfigDict()
+  c.loss.l1 = 1.0
+  c.loss.ssim = 0.5
+  c.loss.gan = 0.1
+  c.loss.fm = 4.0
+  c.loss.pose_cons = 1.0
+  c.loss.dyn_cons = 1.0
+  c.loss.cross_id = 0.2
+  c.loss.motion_cos = 0.05
+  c.loss.motion_scale = 5.0     # CosFace s, m for motion descriptors (MegaPortraits)
+  c.loss.motion_margin = 0.2
+  c.loss.pose_sup = 0.5         # only where the data has pose labels
+  c.loss.id_scale = 30.0
+  c.loss.id_margin = 0.2
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 4
+  c.train.lr_gen = 2e-4
+  c.train.lr_disc = 2e-4
+  c.train.lr_idnet = 1e-3
+  c.train.b1 = 0.5
+  c.train.b2 = 0.999
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.99
+  c.train.gan_start = 2          # steps of plain reconstruction before the GAN starts
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.train.preview_every = 2
+  c.train.keep_checkpoints = 3
   return c

@@ -1,0 +1,231 @@
+"""Stage 1: the face latent space — encoders and the 3D-warping decoder.
+
+A face image is taken apart by independent encoders into
+  `V_app`  canonical appearance volume  [B, D, S, S, Cv]
+  `z_id`   identity code                [B, Zi]
+  `z_pose` head pose                    [B, 6]  (yaw, pitch, roll, tx, ty, log_scale)
+  `z_dyn`  holistic facial dynamics     [B, Zd] (lips, expression, gaze, blinks)
+and put back together by one decoder `D(V_app, z_id, z_pose, z_dyn)`, which warps
+the canonical volume into the target pose and expression (rigid transform plus a
+learned 3D flow), refines it with 3D convolutions, projects it to 2D and renders
+the image with a residual 2D generator modulated by `z_id`.
+
+All modules are Flax linen, applied purely: `params = m.init(...)`,
+`out = m.apply(params, ...)`. Images are float32 `[B, H, W, 3]` in [0, 1].
+"""
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vasa_jax.models import warp
+
+POSE_DIM = 6
+# Bounds keep an untrained pose head in a sane range: +-90 degrees of rotation,
+# half the frame of translation, a factor e^+-0.4 of scale.
+_POSE_LIMITS = (math.pi / 2, math.pi / 2, math.pi / 2, 0.5, 0.5, 0.4)
+
+
+def norm_groups(channels: int) -> int:
+  for g in (8, 4, 2):
+    if channels % g == 0:
+      return g
+  return 1
+
+
+class ResBlock2D(nn.Module):
+  """Pre-activation residual block, optionally FiLM-modulated by a code."""
+  channels: int
+
+  @nn.compact
+  def __call__(self, x, cond=None):
+    h = nn.GroupNorm(norm_groups(x.shape[-1]))(x)
+    if cond is not None:
+      gamma_beta = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros)(cond)
+      gamma, beta = jnp.split(gamma_beta[:, None, None, :], 2, axis=-1)
+      h = h * (1.0 + gamma) + beta
+    h = nn.Conv(self.channels, (3, 3))(nn.silu(h))
+    h = nn.GroupNorm(norm_groups(self.channels))(h)
+    h = nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(nn.silu(h))
+    if x.shape[-1] != self.channels:
+      x = nn.Conv(self.channels, (1, 1))(x)
+    return x + h
+
+
+class ResBlock3D(nn.Module):
+  """Residual block over a feature volume `[B, D, H, W, C]`."""
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Conv(self.channels, (3, 3, 3))(nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x)))
+    h = nn.Conv(self.channels, (3, 3, 3), kernel_init=nn.initializers.zeros)(
+        nn.silu(nn.GroupNorm(norm_groups(self.channels))(h)))
+    if x.shape[-1] != self.channels:
+      x = nn.Conv(self.channels, (1, 1, 1))(x)
+    return x + h
+
+
+class Downsampler(nn.Module):
+  """Conv stem and strided stages; returns the last feature map."""
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(self, img):
+    x = nn.Conv(self.widths[0], (3, 3))(img * 2.0 - 1.0)
+    for w in self.widths:
+      x = ResBlock2D(w)(x)
+      x = nn.Conv(w, (3, 3), strides=(2, 2))(nn.silu(x))
+    return x
+
+
+class VectorEncoder(nn.Module):
+  """Image -> vector (identity, pose and dynamics each have their own)."""
+  widths: Sequence[int]
+  out_dim: int
+  input_size: int
+
+  @nn.compact
+  def __call__(self, img):
+    if img.shape[1] != self.input_size:
+      img = jax.image.resize(img, (img.shape[0], self.input_size, self.input_size, 3), "linear")
+    x = Downsampler(self.widths)(img)
+    x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
+    x = jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
+    x = nn.silu(nn.Dense(2 * self.out_dim)(x))
+    return nn.Dense(self.out_dim)(x)
+
+
+class PoseEncoder(nn.Module):
+  widths: Sequence[int]
+  input_size: int
+
+  @nn.compact
+  def __call__(self, img):
+    raw = VectorEncoder(self.widths, POSE_DIM, self.input_size)(img)
+    return jnp.tanh(raw) * jnp.array(_POSE_LIMITS, raw.dtype)
+
+
+def pose_to_transform(z_pose_Bx6):
+  """(yaw, pitch, roll, tx, ty, log_scale) -> rotation [B,3,3], translation [B,3], scale [B]."""
+  rot = warp.rotation_matrix(z_pose_Bx6[:, 0], z_pose_Bx6[:, 1], z_pose_Bx6[:, 2])
+  trans = jnp.stack([z_pose_Bx6[:, 3], z_pose_Bx6[:, 4], jnp.zeros_like(z_pose_Bx6[:, 3])], -1)
+  return rot, trans, jnp.exp(z_pose_Bx6[:, 5])
+
+
+class FlowGenerator(nn.Module):
+  """Codes -> a smooth 3D flow field at half the volume's resolution, upsampled.
+
+  The coarse grid keeps the non-rigid deformation low-frequency (faces deform
+  smoothly) and the generator cheap; `max_flow` bounds it in grid units.
+  """
+  shape_dhw: tuple[int, int, int]
+  channels: int
+  max_flow: float = 0.25
+
+  @nn.compact
+  def __call__(self, *codes):
+    d, h, w = (max(1, s // 2) for s in self.shape_dhw)
+    d0, h0, w0 = max(1, d // 2), max(1, h // 2), max(1, w // 2)
+    x = nn.silu(nn.Dense(256)(jnp.concatenate(codes, axis=-1)))
+    x = nn.Dense(d0 * h0 * w0 * self.channels)(x).reshape(-1, d0, h0, w0, self.channels)
+    x = ResBlock3D(self.channels)(x)
+    x = jax.image.resize(x, (x.shape[0], d, h, w, self.channels), "linear")
+    x = ResBlock3D(self.channels)(x)
+    flow = nn.Conv(3, (3, 3, 3), kernel_init=nn.initializers.zeros)(nn.silu(x))
+    flow = self.max_flow * jnp.tanh(flow)
+    return warp.resize_flow(flow, self.shape_dhw)
+
+
+class AppearanceEncoder(nn.Module):
+  """Image -> posed feature volume `[B, D, S, S, Cv]` (warped to canonical by FaceLatent)."""
+  widths: Sequence[int]
+  vol_channels: int
+  vol_depth: int
+  vol_size: int
+
+  @nn.compact
+  def __call__(self, img):
+    x = Downsampler(self.widths)(img)
+    if x.shape[1] != self.vol_size:
+      x = jax.image.resize(x, (x.shape[0], self.vol_size, self.vol_size, x.shape[-1]), "linear")
+    x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
+    x = nn.Conv(self.vol_channels * self.vol_depth, (1, 1))(x)
+    b, s = x.shape[0], self.vol_size
+    # [B, S, S, D*Cv] -> [B, D, S, S, Cv]
+    vol = x.reshape(b, s, s, self.vol_depth, self.vol_channels).transpose(0, 3, 1, 2, 4)
+    return ResBlock3D(self.vol_channels)(vol)
+
+
+class Renderer(nn.Module):
+  """Warped volume -> image: 3D refinement, projection to 2D, modulated 2D generator."""
+  vol_blocks: int
+  widths: Sequence[int]          # 2D widths from the volume's resolution upwards
+  image_size: int
+
+  @nn.compact
+  def __call__(self, vol_BxDxSxSxC, z_id):
+    x = vol_BxDxSxSxC
+    for _ in range(self.vol_blocks):
+      x = ResBlock3D(x.shape[-1])(x)
+    b, d, s, _, c = x.shape
+    x = x.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
+    x = nn.Conv(self.widths[0], (1, 1))(x)
+    x = ResBlock2D(self.widths[0])(x, z_id)
+    x = ResBlock2D(self.widths[0])(x, z_id)
+    for w in self.widths[1:]:
+      x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
+      x = ResBlock2D(w)(x, z_id)
+    if x.shape[1] != self.image_size:
+      raise ValueError(f"renderer reaches {x.shape[1]}px, config asks for {self.image_size}px: "
+                       "len(gen_widths) - 1 doublings must take vol_size to image_size")
+    x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
+    return nn.sigmoid(nn.Conv(3, (3, 3))(x))
+
+
+class FaceLatent(nn.Module):
+  """The whole stage-1 model: `encode` a face, `decode` any pose/dynamics onto it."""
+  cfg: ml_collections.ConfigDict
+
+  def setup(self):
+    c = self.cfg
+    shape = (c.vol_depth, c.vol_size, c.vol_size)
+    self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size)
+    self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input)
+    self.pose = PoseEncoder(c.motion_widths, c.motion_input)
+    self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input)
+    self.to_canonical = FlowGenerator(shape, c.flow_channels)
+    self.from_canonical = FlowGenerator(shape, c.flow_channels)
+    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size)
+
+  def __call__(self, src, drv):
+    """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""
+    app = self.encode(src)
+    motion = self.encode_motion(drv)
+    return self.decode(app["v_app"], app["z_id"], motion["z_pose"], motion["z_dyn"])
+
+  def encode_motion(self, img):
+    return {"z_pose": self.pose(img), "z_dyn": self.dynamics(img)}
+
+  def encode(self, img):
+    """All latents of `img`; `v_app` is already in canonical space."""
+    z_id = self.identity(img)
+    motion = self.encode_motion(img)
+    posed = self.appearance(img)
+    rot, trans, scale = pose_to_transform(motion["z_pose"])
+    # Canonical point q is seen at p = sR q + t in the source: sample the posed volume there.
+    flow = self.to_canonical(motion["z_dyn"], z_id)
+    grid = warp.rigid_grid(rot, trans, scale, posed.shape[1:4], inverse=False) + flow
+    v_app = warp.sample_volume(posed, grid)
+    return {"v_app": v_app, "z_id": z_id, **motion}
+
+  def decode(self, v_app, z_id, z_pose, z_dyn):
+    """D(V_app, z_id, z_pose, z_dyn) -> image [B, H, W, 3]."""
+    rot, trans, scale = pose_to_transform(z_pose)
+    flow = self.from_canonical(z_dyn, z_id)
+    vol = warp.warp_volume(v_app, rot, trans, scale, flow, inverse=True)
+    return self.renderer(vol, z_id)

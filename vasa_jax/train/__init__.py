@@ -1,0 +1,1 @@
+"""Training: state, mesh and shardings, checkpoints, one step per stage, the loop."""

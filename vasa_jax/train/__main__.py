@@ -1,0 +1,69 @@
+"""`python -m vasa_jax.train`: train stage 1 (face latent space) or stage 2 (motion).
+
+Resumes automatically from WORKDIR/checkpoints; Ctrl-C or SIGTERM saves first.
+"""
+
+import logging
+import os
+
+from vasa_jax import cli
+from vasa_jax.data import pipeline, records
+from vasa_jax.errors import UserError
+
+
+def build_stage1(cfg, corpus_dir: str):
+  import jax
+  from vasa_jax.train import stage1
+
+  corpus = records.open_corpus(corpus_dir)
+  if cfg.data.split not in corpus.splits:
+    raise UserError(f"corpus {corpus_dir} has no split {cfg.data.split!r}; it has: {', '.join(corpus.splits)}")
+  height, width = corpus.manifest["resolution"]
+  if (height, width) != (cfg.face.image_size, cfg.face.image_size):
+    raise UserError(f"corpus {corpus_dir} is {width}x{height}px but the config renders "
+                    f"{cfg.face.image_size}px; set --config.face.image_size or use a matching corpus")
+  identities = corpus.manifest["splits"][cfg.data.split]["identities"]
+  if len(identities) > cfg.idnet.num_classes:
+    raise UserError(f"corpus split {cfg.data.split!r} has {len(identities)} identities but "
+                    f"idnet.num_classes is {cfg.idnet.num_classes}; raise --config.idnet.num_classes")
+  task = stage1.Stage1(cfg, cfg.idnet.num_classes)
+  class_of = {int(i): n for n, i in enumerate(identities)}
+  task.host_batch = lambda raw: stage1.host_batch(raw, class_of)
+  per_process = cfg.data.batch_size // jax.process_count()
+  dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
+                                    num_workers=cfg.data.workers)
+  return task, dataset
+
+
+def main(args) -> int:
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                      format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  from vasa_jax.train import loop
+
+  cfg = args.config
+  if not os.path.isdir(args.data):
+    raise UserError(f"corpus folder {args.data!r} does not exist; write one with python -m vasa_jax.data.synthetic")
+  if args.stage == 1:
+    task, dataset = build_stage1(cfg, args.data)
+  else:
+    raise UserError("stage 2 training is not available yet; train stage 1 with --stage 1")
+  loop.run(task, cfg, args.workdir, dataset, num_steps=args.steps)
+  print(f"checkpoints in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")
+  return 0
+
+
+def parser():
+  p = cli.make_parser("python -m vasa_jax.train", "Train vasa_jax: stage 1 (face latent space) or "
+                      "stage 2 (motion diffusion). Resumes from WORKDIR automatically.", config=True)
+  p.add_argument("--stage", type=int, choices=(1, 2), default=1, help="which stage to train")
+  p.add_argument("--data", required=True, help="corpus folder written by vasa_jax.data.synthetic or prepare")
+  p.add_argument("--workdir", required=True,
+                 help="run folder: checkpoints, TensorBoard logs, previews, config.json")
+  p.add_argument("--steps", type=int, default=None,
+                 help="train at most this many more steps in this invocation (default: up to train.steps)")
+  p.add_argument("--verbose", action="store_true", help="log resumes, data and checkpoint events")
+  return p
+
+
+if __name__ == "__main__":
+  cli.main_entry(main, parser())

@@ -1,0 +1,59 @@
+"""Orbax checkpoints holding the train state, the grain iterator state and the config.
+
+One checkpoint directory per run (`WORKDIR/checkpoints/<step>`). Saving is atomic
+(Orbax writes to a temporary folder and renames), so an interrupted save leaves the
+previous checkpoint intact; `restore_latest` resumes from the newest one.
+"""
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from vasa_jax.errors import UserError
+
+
+class Checkpointer:
+  """Saves and restores `(state, data iterator, config)` together."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data", "config"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any, config_dict: dict) -> None:
+    args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_dict)}
+    if data_iter is not None:
+      args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    self.manager.save(step, args=ocp.args.Composite(**args), force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, step: int, abstract_state: Any, data_iter: Any = None) -> Any:
+    """Restores the state into `abstract_state`'s structure/shardings (and the iterator in place)."""
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    except (ValueError, KeyError, FileNotFoundError) as e:
+      raise UserError(f"checkpoint {self.directory}/{step} does not match this run's model or data "
+                      f"({type(e).__name__}: {str(e)[:200]}); use a new --workdir or the config it was made with") from None
+    return restored["state"]
+
+  def config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_like(tree: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a concrete pytree."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -1,0 +1,198 @@
+"""The training loop around one jitted step, shared by both stages.
+
+A *task* (`train/stage1.py`, later stage 2) supplies `init(rng) -> state`,
+`train_step(state, batch, rng) -> (state, metrics)`, `host_batch(raw) -> batch`
+and optionally `preview(params, batch) -> image`. The loop owns the side effects:
+born-sharded init or automatic resume from `WORKDIR/checkpoints`, checkpoints that
+hold the state, the grain iterator and the config, TensorBoard scalars, a console
+line with steps/s and ETA, preview grids, a NaN/Inf guard that stops before
+anything bad is saved, and a save on SIGTERM/SIGINT (preemption).
+"""
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vasa_jax import media
+from vasa_jax.errors import UserError
+from vasa_jax.train import checkpoint as ckpt_lib
+from vasa_jax.train import mesh as mesh_lib
+
+log = logging.getLogger("vasa_jax.train")
+
+
+class Diverged(UserError):
+  """The loss became NaN/Inf; the last checkpoint was kept."""
+
+
+class _Preempted:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.flag = False
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. under some test runners).
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.flag:  # A second signal: give up at once.
+      raise KeyboardInterrupt
+    log.warning("signal %d: saving a checkpoint after this step, then stopping", signum)
+    self.flag = True
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+class _Scalars:
+  """TensorBoard scalars (process 0 only) plus a JSON-lines copy for scripts."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self._tb = None
+    self._jsonl = None
+    if self.enabled:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    for k, v in scalars.items():
+      self._tb.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
+      self._jsonl.close()
+
+
+def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *,
+        num_steps: int | None = None, on_log: Callable[[int, dict], None] | None = None) -> Any:
+  """Trains `task` until `cfg.train.steps` (or `num_steps` more steps); returns the final state."""
+  t = cfg.train
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh()
+  mesh_lib.check_batch_size(cfg.data.batch_size)
+  rng = jax.random.key(cfg.seed)
+  repl = mesh_lib.replicated(mesh)
+
+  # Born sharded: shapes first, then init directly into its shardings.
+  abstract = jax.eval_shape(task.init, rng)
+  state_shardings = jax.tree.map(lambda _: repl, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
+  data_iter = iter(dataset)
+  start = checkpointer.latest_step()
+  if start is not None:
+    state = checkpointer.restore(start, abstract, data_iter)
+    log.info("resumed from %s at step %d", checkpointer.directory, start)
+  else:
+    state = jax.jit(task.init, out_shardings=state_shardings)(rng)
+    start = 0
+  last = t.steps if num_steps is None else min(t.steps, start + num_steps)
+  config_dict = json.loads(cfg.to_json())
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config_dict, f, indent=1)
+
+  step_fn = jax.jit(task.train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), repl),
+                    out_shardings=(state_shardings, repl), donate_argnums=(0,))
+  preview_fn = jax.jit(task.preview) if hasattr(task, "preview") else None
+  scalars = _Scalars(workdir)
+  pending: list[tuple[int, dict]] = []
+  accum: dict[str, list[float]] = {}
+  t0, steps_timed = time.time(), 0
+  step = start
+
+  def fetch(entry):
+    """Pulls one step's metrics to the host and checks them."""
+    s, metrics = entry
+    host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if host.get("finite", 1.0) < 1.0 or not all(np.isfinite(v) for v in host.values()):
+      bad = ", ".join(f"{k}={v:.4g}" for k, v in host.items() if not np.isfinite(v)) or "non-finite loss"
+      raise Diverged(f"training diverged at step {s} ({bad}); the update was skipped and the last "
+                     f"checkpoint ({checkpointer.latest_step()}) is intact: lower --config.train.lr_gen "
+                     "or resume from it")
+    for k, v in host.items():
+      accum.setdefault(k, []).append(v)
+    return s
+
+  try:
+    with _Preempted() as preempted:
+      while step < last:
+        try:
+          raw = next(data_iter)
+        except StopIteration:
+          log.info("data exhausted at step %d", step)
+          break
+        batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
+        state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
+        step += 1
+        pending.append((step, metrics))
+        # Metrics of the previous step are fetched after this one is dispatched.
+        while len(pending) > 1:
+          fetch(pending.pop(0))
+        if step % t.log_every == 0 or step == last:
+          while pending:
+            fetch(pending.pop(0))
+          elapsed = time.time() - t0
+          steps_timed = steps_timed or 1
+          rate = (step - start) / max(elapsed, 1e-9)
+          means = {k: float(np.mean(v)) for k, v in accum.items()}
+          means["perf/steps_per_s"] = rate
+          scalars.write(step, means)
+          if on_log:
+            on_log(step, means)
+          eta = (last - step) / max(rate, 1e-9)
+          shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
+                           if k.startswith(("loss/", "psnr/")))
+          print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
+          accum.clear()
+        if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
+          _write_preview(workdir, step, preview_fn(state.ema, batch))
+        if step % t.checkpoint_every == 0 or step == last or preempted.flag:
+          while pending:
+            fetch(pending.pop(0))
+          checkpointer.save(step, state, data_iter, config_dict)
+        if preempted.flag:
+          log.warning("stopped by signal at step %d after saving", step)
+          break
+  finally:
+    scalars.close()
+    checkpointer.close()
+  return state
+
+
+def _write_preview(workdir: str, step: int, grid) -> None:
+  if jax.process_index() != 0:
+    return
+  folder = os.path.join(workdir, "previews")
+  os.makedirs(folder, exist_ok=True)
+  media.save_image(os.path.join(folder, f"step_{step:07d}.png"), np.asarray(jax.device_get(grid)))
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

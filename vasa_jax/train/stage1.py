@@ -1,0 +1,270 @@
+"""Stage 1 training: losses and one pure, jitted step for the face latent space.
+
+Per example the batch holds frames i (`src`) and j (`drv`) of one clip and a frame
+of another identity (`other`). Losses (weights in `config.loss`):
+  l1, ssim     reconstruct drv from src's appearance and drv's motion (multi-scale L1, 1 - SSIM)
+  gan, fm      hinge GAN and discriminator feature matching on the reconstruction
+  pose_cons    VASA pairwise transfer: D(V_j, id_j, pose_i, dyn_j) == D(V_i, id_i, pose_i, dyn_j)
+  dyn_cons     the same with dynamics swapped: D(V_j, id_j, pose_j, dyn_i) == D(V_i, id_i, pose_j, dyn_i)
+  cross_id     VASA cross-identity: src driven by other's pose+dyn keeps src's identity
+               (cosine of a frozen-per-step identity embedding)
+  motion_cos   MegaPortraits-style: the dynamics read back from the cross-identity
+               output match other's dynamics (CosFace over the batch)
+  pose_sup     optional: z_pose's angles follow per-frame pose labels when the data has them
+The identity network is trained in the same step with CosFace on real frames.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vasa_jax.models import discriminator as disc_lib
+from vasa_jax.models import face_latent, identity_net
+
+ANGLE_LABELS = ("yaw", "pitch", "roll")
+
+
+@flax.struct.dataclass
+class State:
+  step: jax.Array
+  params: dict[str, Any]      # {"gen", "disc", "idnet", "id_classes"}
+  opt: dict[str, Any]         # optax states per group
+  ema: Any                    # EMA of params["gen"]: what sampling uses
+
+
+class Stage1:
+  """Holds the modules and optimisers; its methods are pure functions of their arguments."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int):
+    self.cfg = cfg
+    self.gen = face_latent.FaceLatent(cfg.face)
+    self.disc = disc_lib.MultiScaleDiscriminator(cfg.disc.widths, cfg.disc.scales)
+    self.idnet = identity_net.IdentityNet(cfg.idnet.widths, cfg.idnet.embed_dim, cfg.idnet.input_size)
+    self.num_classes = num_classes
+    t = cfg.train
+    self.tx = {
+        "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.lr_gen, b1=t.b1, b2=t.b2)),
+        "disc": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.lr_disc, b1=t.b1, b2=t.b2)),
+        "idnet": optax.adam(t.lr_idnet),
+    }
+
+  # ------------------------------------------------------------------ init
+
+  def init(self, rng) -> State:
+    s = self.cfg.face.image_size
+    img = jnp.zeros((1, s, s, 3), jnp.float32)
+    k_gen, k_disc, k_id, k_cls = jax.random.split(rng, 4)
+    params = {
+        "gen": self.gen.init(k_gen, img, img),
+        "disc": self.disc.init(k_disc, img),
+        "idnet": self.idnet.init(k_id, img),
+    }
+    params["id_classes"] = jax.random.normal(k_cls, (self.cfg.idnet.embed_dim, self.num_classes)) * 0.05
+    opt = {
+        "gen": self.tx["gen"].init(params["gen"]),
+        "disc": self.tx["disc"].init(params["disc"]),
+        "idnet": self.tx["idnet"].init((params["idnet"], params["id_classes"])),
+    }
+    return State(step=jnp.zeros((), jnp.int32), params=params, opt=opt, ema=params["gen"])
+
+  # ------------------------------------------------------------------ model calls
+
+  def encode(self, gen_params, img):
+    return self.gen.apply(gen_params, img, method=self.gen.encode)
+
+  def encode_motion(self, gen_params, img):
+    return self.gen.apply(gen_params, img, method=self.gen.encode_motion)
+
+  def decode(self, gen_params, app, z_pose, z_dyn):
+    return self.gen.apply(gen_params, app["v_app"], app["z_id"], z_pose, z_dyn, method=self.gen.decode)
+
+  # ------------------------------------------------------------------ losses
+
+  def _generate(self, gen_params, src, drv, other):
+    """All generated images of a step, decoded as one batch (one decoder in the graph).
+
+    Batching the decodes keeps the compiled step small (compile time grows with
+    the graph) and gives the convolutions bigger, more efficient batches.
+    """
+    c = self.cfg.loss
+    b = src.shape[0]
+    both = self.encode(gen_params, jnp.concatenate([src, drv]))
+    a_s = jax.tree.map(lambda x: x[:b], both)
+    a_d = jax.tree.map(lambda x: x[b:], both)
+    m_o = self.encode_motion(gen_params, other)
+    jobs = [("recon", a_s, a_d["z_pose"], a_d["z_dyn"]), ("cross", a_s, m_o["z_pose"], m_o["z_dyn"])]
+    if c.pose_cons:
+      jobs += [("pose_j", a_d, a_s["z_pose"], a_d["z_dyn"]), ("pose_i", a_s, a_s["z_pose"], a_d["z_dyn"])]
+    if c.dyn_cons:
+      jobs += [("dyn_j", a_d, a_d["z_pose"], a_s["z_dyn"]), ("dyn_i", a_s, a_d["z_pose"], a_s["z_dyn"])]
+    cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
+    app = {"v_app": cat([j[1]["v_app"] for j in jobs]), "z_id": cat([j[1]["z_id"] for j in jobs])}
+    images = self.decode(gen_params, app, cat([j[2] for j in jobs]), cat([j[3] for j in jobs]))
+    out = {"a_s": a_s, "a_d": a_d, "m_o": m_o}
+    for n, job in enumerate(jobs):
+      out[job[0]] = images[n * b:(n + 1) * b]
+    return out
+
+  def gen_loss(self, gen_params, params, batch, gan_on):
+    c = self.cfg.loss
+    src, drv, other = batch["src"], batch["drv"], batch["other"]
+    b = src.shape[0]
+    out = self._generate(gen_params, src, drv, other)
+    recon, cross = out["recon"], out["cross"]
+    terms = {"l1": multiscale_l1(recon, drv), "ssim": 1.0 - ssim(recon, drv)}
+    if c.pose_cons:
+      terms["pose_cons"] = jnp.mean(jnp.abs(out["pose_j"] - out["pose_i"]))
+    if c.dyn_cons:
+      terms["dyn_cons"] = jnp.mean(jnp.abs(out["dyn_j"] - out["dyn_i"]))
+    emb = self.idnet.apply(jax.lax.stop_gradient(params["idnet"]), jnp.concatenate([cross, src]))
+    terms["cross_id"] = 1.0 - jnp.mean(jnp.sum(emb[:b] * jax.lax.stop_gradient(emb[b:]), -1))
+    dyn_back = self.encode_motion(gen_params, cross)["z_dyn"]
+    terms["motion_cos"] = batch_cosface(dyn_back, jax.lax.stop_gradient(out["m_o"]["z_dyn"]),
+                                        scale=c.motion_scale, margin=c.motion_margin)
+    if c.pose_sup and "src_angles" in batch:
+      pred = jnp.concatenate([out["a_s"]["z_pose"][:, :3], out["a_d"]["z_pose"][:, :3]])
+      target = jnp.concatenate([batch["src_angles"], batch["drv_angles"]])
+      terms["pose_sup"] = jnp.mean(jnp.abs(pred - target))
+    d_out = self.disc.apply(params["disc"], jnp.concatenate([recon, drv]))
+    d_fake = [(logits[:b], [f[:b] for f in feats]) for logits, feats in d_out]
+    d_real = [(logits[b:], [f[b:] for f in feats]) for logits, feats in d_out]
+    terms["gan"] = disc_lib.hinge_g_loss(d_fake) * gan_on
+    terms["fm"] = disc_lib.feature_matching_loss(d_real, d_fake) * gan_on
+    total = sum(getattr(c, k) * v for k, v in terms.items())
+    return total, (terms, out)
+
+  def disc_loss(self, disc_params, real, fake):
+    b = real.shape[0]
+    outs = self.disc.apply(disc_params, jnp.concatenate([real, fake]))
+    real_outs = [(logits[:b], feats) for logits, feats in outs]
+    fake_outs = [(logits[b:], feats) for logits, feats in outs]
+    return disc_lib.hinge_d_loss(real_outs, fake_outs)
+
+  def idnet_loss(self, id_params, batch):
+    idnet_params, classes = id_params
+    imgs = jnp.concatenate([batch["src"], batch["other"]])
+    labels = jnp.concatenate([batch["src_class"], batch["other_class"]])
+    emb = self.idnet.apply(idnet_params, imgs)
+    return identity_net.cosface_loss(emb, classes, labels, scale=self.cfg.loss.id_scale,
+                                     margin=self.cfg.loss.id_margin)
+
+  # ------------------------------------------------------------------ the step
+
+  def train_step(self, state: State, batch: dict, rng) -> tuple[State, dict]:
+    """One simultaneous update of generator, discriminator and identity net."""
+    del rng  # The step is deterministic given the batch; kept for a uniform signature.
+    batch = prepare_batch(batch)
+    p = state.params
+    gan_on = (state.step >= self.cfg.train.gan_start).astype(jnp.float32)
+    (g_total, (terms, out)), g_grads = jax.value_and_grad(self.gen_loss, has_aux=True)(
+        p["gen"], p, batch, gan_on)
+    fake = jax.lax.stop_gradient(out["recon"])
+    d_total, d_grads = jax.value_and_grad(self.disc_loss)(p["disc"], batch["drv"], fake)
+    d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
+    i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
+
+    finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(i_total)
+    new_params, new_opt = dict(p), dict(state.opt)
+    for group, params_g, grads in (("gen", p["gen"], g_grads), ("disc", p["disc"], d_grads),
+                                   ("idnet", (p["idnet"], p["id_classes"]), i_grads)):
+      updates, opt = self.tx[group].update(grads, state.opt[group], params_g)
+      applied = optax.apply_updates(params_g, updates)
+      # A non-finite loss never reaches the weights: the step is skipped and reported.
+      new_opt[group] = _select(finite, opt, state.opt[group])
+      applied = _select(finite, applied, params_g)
+      if group == "idnet":
+        new_params["idnet"], new_params["id_classes"] = applied
+      else:
+        new_params[group] = applied
+    decay = self.cfg.train.ema_decay
+    ema = jax.tree.map(lambda e, q: decay * e + (1.0 - decay) * q, state.ema, new_params["gen"])
+    ema = _select(finite, ema, state.ema)
+    metrics = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,
+               "finite": finite.astype(jnp.float32), "psnr/recon": psnr(out["recon"], batch["drv"]),
+               **{f"terms/{k}": v for k, v in terms.items()}}
+    return State(step=state.step + 1, params=new_params, opt=new_opt, ema=ema), metrics
+
+  def preview(self, gen_params, batch) -> jax.Array:
+    """Rows of (source, driver, reconstruction, pose swap, cross-identity) -> one image grid."""
+    batch = prepare_batch(batch)
+    src, drv, other = batch["src"], batch["drv"], batch["other"]
+    a_s = self.encode(gen_params, src)
+    a_d = self.encode_motion(gen_params, drv)
+    m_o = self.encode_motion(gen_params, other)
+    recon = self.decode(gen_params, a_s, a_d["z_pose"], a_d["z_dyn"])
+    pose_swap = self.decode(gen_params, a_s, m_o["z_pose"], a_s["z_dyn"])
+    cross = self.decode(gen_params, a_s, m_o["z_pose"], m_o["z_dyn"])
+    cols = [src, drv, recon, other, pose_swap, cross]
+    rows = jnp.concatenate(cols, axis=2)           # [B, H, 6W, 3]
+    return rows.reshape(-1, rows.shape[2], 3)      # [B*H, 6W, 3]
+
+
+def _select(pred, a, b):
+  return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def prepare_batch(batch: dict) -> dict:
+  """uint8 frames -> float [0, 1]; keeps the other keys."""
+  out = dict(batch)
+  for k in ("src", "drv", "other"):
+    if out[k].dtype == jnp.uint8:
+      out[k] = out[k].astype(jnp.float32) / 255.0
+  return out
+
+
+def host_batch(raw: dict, class_of: dict[int, int]) -> dict:
+  """Pipeline batch -> the arrays the step uses (host side, numpy)."""
+  lookup = np.vectorize(lambda i: class_of.get(int(i), 0), otypes=[np.int32])
+  batch = {"src": raw["src_BxHxWx3"], "drv": raw["drv_BxHxWx3"], "other": raw["other_BxHxWx3"],
+           "src_class": lookup(raw["src_id_B"]), "other_class": lookup(raw["other_id_B"])}
+  if all(k in raw.get("src_labels", {}) for k in ANGLE_LABELS):
+    batch["src_angles"] = np.stack([raw["src_labels"][k] for k in ANGLE_LABELS], -1).astype(np.float32)
+    batch["drv_angles"] = np.stack([raw["drv_labels"][k] for k in ANGLE_LABELS], -1).astype(np.float32)
+  return batch
+
+
+# ---------------------------------------------------------------------- image losses
+
+
+def multiscale_l1(x, y, scales: int = 3):
+  loss = 0.0
+  for s in range(scales):
+    if s:
+      b, h, w, c = x.shape
+      x = jax.image.resize(x, (b, h // 2, w // 2, c), "linear")
+      y = jax.image.resize(y, (b, h // 2, w // 2, c), "linear")
+    loss = loss + jnp.mean(jnp.abs(x - y))
+  return loss / scales
+
+
+def ssim(x, y, window: int = 7):
+  """Mean SSIM with a uniform window (images in [0, 1])."""
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  pool = functools.partial(flax.linen.avg_pool, window_shape=(window, window), strides=(1, 1))
+  mx, my = pool(x), pool(y)
+  vx, vy = pool(x * x) - mx * mx, pool(y * y) - my * my
+  cov = pool(x * y) - mx * my
+  s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+  return jnp.mean(s)
+
+
+def psnr(x, y):
+  mse = jnp.mean((jnp.clip(x, 0, 1) - y) ** 2)
+  return -10.0 * jnp.log10(mse + 1e-10)
+
+
+def batch_cosface(a_BxD, b_BxD, *, scale: float, margin: float):
+  """Each a_i must be closer (in cosine) to b_i than to any other b_j, by a margin."""
+  a = a_BxD / (jnp.linalg.norm(a_BxD, axis=-1, keepdims=True) + 1e-6)
+  b = b_BxD / (jnp.linalg.norm(b_BxD, axis=-1, keepdims=True) + 1e-6)
+  cos = a @ b.T
+  n = cos.shape[0]
+  logits = scale * (cos - margin * jnp.eye(n, dtype=cos.dtype))
+  return -jnp.mean(jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)))
