@@ -1,0 +1,91 @@
+"""Demo run: 128x128, trainable on a 2-core CPU; what the bundled demo checkpoint uses.
+
+Data:  python -m vasa_jax.data.synthetic --out data/syn128 --identities 200 --clips-per-identity 3 --frames 100 --resolution 128
+Run:   python -m vasa_jax.train --config configs/demo.py --data data/syn128 --workdir runs/demo_stage1
+Eval:  python -m vasa_jax.evaluate_face --config configs/demo.py --data data/syn128 --workdir runs/demo_stage1
+Expect: self-reenactment PSNR on unseen identities rising past 25 dB within a few CPU hours
+        (the closing notes of the stage-1 issue record what each run reached).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "demo"
+  c.seed = 0
+
+  # Inputs accepted by every command.
+  c.media = ml_collections.ConfigDict()
+  c.media.sample_rate = 16000
+  c.media.max_audio_seconds = 600.0   # Longer audio is refused before decoding it all.
+  c.media.min_image_side = 64
+  c.media.max_image_side = 2048       # Larger portraits are downscaled on load.
+
+  # Data: clips, windows and the synthetic corpus.
+  c.data = ml_collections.ConfigDict()
+  c.data.resolution = 128
+  c.data.fps = 25
+  c.data.window = 50       # W: motion frames generated per diffusion window.
+  c.data.context = 10      # K: previous frames carried into the next window.
+  c.data.batch_size = 8
+  c.data.split = "train"
+  c.data.workers = 0       # grain worker processes (0: read in the main process)
+
+  # Stage 1: the face latent space (models/face_latent.py).
+  c.face = ml_collections.ConfigDict()
+  c.face.image_size = 128
+  c.face.vol_channels = 16     # Cv of V_app [D, S, S, Cv]
+  c.face.vol_depth = 8        # D
+  c.face.vol_size = 32        # S
+  c.face.enc_widths = (32, 64)             # appearance encoder: one halving per width
+  c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
+  c.face.motion_widths = (32, 64, 96)
+  c.face.z_id = 64
+  c.face.z_dyn = 64
+  c.face.flow_channels = 16
+  c.face.render_vol_blocks = 1
+  c.face.gen_widths = (96, 64, 32)         # 2D generator: S -> 2S -> 4S = image_size
+
+  c.disc = ml_collections.ConfigDict()
+  c.disc.widths = (32, 64, 128)
+  c.disc.scales = 2
+
+  # Identity embedding for the cross-identity loss (our stand-in for ArcFace).
+  c.idnet = ml_collections.ConfigDict()
+  c.idnet.widths = (32, 64, 96)
+  c.idnet.embed_dim = 64
+  c.idnet.input_size = 64
+  c.idnet.num_classes = 200  # at least the number of training identities
+
+  # Loss weights (train/stage1.py documents each term).
+  c.loss = ml_collections.ConfigDict()
+  c.loss.l1 = 1.0
+  c.loss.ssim = 0.5
+  c.loss.gan = 0.1
+  c.loss.fm = 4.0
+  c.loss.pose_cons = 1.0
+  c.loss.dyn_cons = 1.0
+  c.loss.cross_id = 0.2
+  c.loss.motion_cos = 0.05
+  c.loss.motion_scale = 5.0     # CosFace s, m for motion descriptors (MegaPortraits)
+  c.loss.motion_margin = 0.2
+  c.loss.pose_sup = 0.5         # only where the data has pose labels
+  c.loss.id_scale = 30.0
+  c.loss.id_margin = 0.2
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 20000
+  c.train.lr_gen = 2e-4
+  c.train.lr_disc = 2e-4
+  c.train.lr_idnet = 1e-3
+  c.train.b1 = 0.5
+  c.train.b2 = 0.999
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.999
+  c.train.gan_start = 3000         # steps of plain reconstruction before the GAN starts
+  c.train.log_every = 25
+  c.train.checkpoint_every = 250
+  c.train.preview_every = 250
+  c.train.keep_checkpoints = 3
+  return c

@@ -1,0 +1,92 @@
+"""Paper run: 512x512, volume 96x16x64x64, W=50, K=10 at 25 fps; what a TPU pod or GPUs train.
+
+Data:  python -m vasa_jax.data.synthetic --out data/syn512 --identities 2000 --resolution 512   (or prepare real video)
+Check: python -m vasa_jax.train.aot --config configs/paper.py --devices 8
+       compiles the real train step for 8 data-parallel devices on a CPU and prints FLOPs and memory.
+Run:   python -m vasa_jax.train --config configs/paper.py --data data/syn512 --workdir gs://bucket/runs/paper
+       (launch/tpu_pod.sh runs it on every worker of a pod slice).
+Expect: ~400 GFLOP per rendered 512x512 frame (under half of LivePortrait's 1,234).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "paper"
+  c.seed = 0
+
+  # Inputs accepted by every command.
+  c.media = ml_collections.ConfigDict()
+  c.media.sample_rate = 16000
+  c.media.max_audio_seconds = 600.0   # Longer audio is refused before decoding it all.
+  c.media.min_image_side = 64
+  c.media.max_image_side = 2048       # Larger portraits are downscaled on load.
+
+  # Data: clips, windows and the synthetic corpus.
+  c.data = ml_collections.ConfigDict()
+  c.data.resolution = 512
+  c.data.fps = 25
+  c.data.window = 50       # W: motion frames generated per diffusion window.
+  c.data.context = 10      # K: previous frames carried into the next window.
+  c.data.batch_size = 32
+  c.data.split = "train"
+  c.data.workers = 8       # grain worker processes (0: read in the main process)
+
+  # Stage 1: the face latent space (models/face_latent.py).
+  c.face = ml_collections.ConfigDict()
+  c.face.image_size = 512
+  c.face.vol_channels = 96     # Cv of V_app [D, S, S, Cv]
+  c.face.vol_depth = 16       # D
+  c.face.vol_size = 64       # S
+  c.face.enc_widths = (64, 128, 256)           # appearance encoder: one halving per width
+  c.face.motion_input = 128               # identity/pose/dynamics encoders see this size
+  c.face.motion_widths = (64, 128, 256, 256)
+  c.face.z_id = 256
+  c.face.z_dyn = 256
+  c.face.flow_channels = 32
+  c.face.render_vol_blocks = 2
+  c.face.gen_widths = (512, 256, 128, 64)       # 2D generator: S -> 2S -> 4S -> 8S = image_size
+
+  c.disc = ml_collections.ConfigDict()
+  c.disc.widths = (64, 128, 256, 512)
+  c.disc.scales = 3
+
+  # Identity embedding for the cross-identity loss (our stand-in for ArcFace).
+  c.idnet = ml_collections.ConfigDict()
+  c.idnet.widths = (64, 128, 256, 256)
+  c.idnet.embed_dim = 256
+  c.idnet.input_size = 128
+  c.idnet.num_classes = 8192  # at least the number of training identities
+
+  # Loss weights (train/stage1.py documents each term).
+  c.loss = ml_collections.ConfigDict()
+  c.loss.l1 = 1.0
+  c.loss.ssim = 0.5
+  c.loss.gan = 0.1
+  c.loss.fm = 4.0
+  c.loss.pose_cons = 1.0
+  c.loss.dyn_cons = 1.0
+  c.loss.cross_id = 0.2
+  c.loss.motion_cos = 0.05
+  c.loss.motion_scale = 5.0     # CosFace s, m for motion descriptors (MegaPortraits)
+  c.loss.motion_margin = 0.2
+  c.loss.pose_sup = 0.5         # only where the data has pose labels
+  c.loss.id_scale = 30.0
+  c.loss.id_margin = 0.2
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 500000
+  c.train.lr_gen = 2e-4
+  c.train.lr_disc = 2e-4
+  c.train.lr_idnet = 1e-3
+  c.train.b1 = 0.5
+  c.train.b2 = 0.999
+  c.train.grad_clip = 1.0
+  c.train.ema_decay = 0.999
+  c.train.gan_start = 20000         # steps of plain reconstruction before the GAN starts
+  c.train.log_every = 100
+  c.train.checkpoint_every = 2000
+  c.train.preview_every = 2000
+  c.train.keep_checkpoints = 3
+  return c
