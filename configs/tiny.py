@@ -72,6 +72,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.id_scale = 30.0
   c.loss.id_margin = 0.2
 
+  # Stage 2: motion diffusion transformer (models/motion_dit.py, diffusion.py).
+  c.motion = ml_collections.ConfigDict()
+  c.motion.layers = 2
+  c.motion.width = 32
+  c.motion.heads = 2
+  c.motion.mlp_ratio = 2
+
   c.train = ml_collections.ConfigDict()
   c.train.steps = 4
   c.train.lr_gen = 2e-4

@@ -1,0 +1,92 @@
+"""Stage 2: a diffusion transformer over windows of motion latents.
+
+Input tokens, in time order: one token per control (gaze, distance, emotion),
+then the K previous frames (their motion and audio: the context that stitches
+windows together), then the W frames being denoised (noisy motion plus their
+audio). The diffusion time modulates every block (adaLN-Zero, as in DiT). The
+head predicts the clean window X0 (VASA-1's x0 objective).
+
+Each condition can be replaced by a learned "null" (classifier-free guidance):
+`drop` is `[B, N_CONDITIONS]` booleans in the order of `CONDITIONS`. Dropping
+`prev` removes both the previous motion and the previous audio, as VASA-1 does
+so that a first window can be generated without context.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+CONDITIONS = ("audio", "gaze", "distance", "emotion", "prev")
+AUDIO, GAZE, DISTANCE, EMOTION, PREV = range(len(CONDITIONS))
+
+
+def timestep_embedding(t_B, dim: int, max_period: float = 10000.0):
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t_B.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block with adaLN-Zero modulation by the diffusion time."""
+  width: int
+  heads: int
+  mlp_ratio: int
+
+  @nn.compact
+  def __call__(self, x_BxNxD, cond_BxD):
+    mod = nn.Dense(6 * self.width, kernel_init=nn.initializers.zeros)(nn.silu(cond_BxD))
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod[:, None, :], 6, axis=-1)
+    h = nn.LayerNorm(use_bias=False, use_scale=False)(x_BxNxD) * (1 + scale1) + shift1
+    h = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.width)(h, h)
+    x_BxNxD = x_BxNxD + gate1 * h
+    h = nn.LayerNorm(use_bias=False, use_scale=False)(x_BxNxD) * (1 + scale2) + shift2
+    h = nn.Dense(self.width)(nn.gelu(nn.Dense(self.mlp_ratio * self.width)(h)))
+    return x_BxNxD + gate2 * h
+
+
+class MotionDiT(nn.Module):
+  """H(X_t, t, C) -> X0 for a window of W motion frames."""
+  cfg: ml_collections.ConfigDict
+  motion_dim: int
+
+  @nn.compact
+  def __call__(self, x_t_BxWxM, t_B, prev_BxKxM, audio_BxLxA, gaze_Bx2, distance_B, emotion_BxE, drop_BxC):
+    c = self.cfg
+    b, w, _ = x_t_BxWxM.shape
+    k = prev_BxKxM.shape[1]
+    d = c.width
+
+    def null(name, shape):
+      return self.param(name, nn.initializers.normal(0.02), shape)
+
+    def pick(flag_B, value, null_value):
+      return jnp.where(flag_B.reshape((-1,) + (1,) * (value.ndim - 1)), null_value, value)
+
+    # Per-frame audio for the K context frames and the W window frames.
+    audio = nn.Dense(d, name="audio_in")(audio_BxLxA)
+    audio = pick(drop_BxC[:, AUDIO], audio, null("audio_null", (d,)))
+    audio_prev, audio_cur = audio[:, :k], audio[:, k:]
+    prev_tokens = nn.Dense(d, name="prev_in")(prev_BxKxM) + audio_prev
+    drop_prev = drop_BxC[:, PREV]
+    # Dropping the context removes its motion and audio together.
+    prev_tokens = pick(drop_prev, prev_tokens, null("prev_null", (k, d)))
+    cur_tokens = nn.Dense(d, name="motion_in")(x_t_BxWxM) + audio_cur
+
+    gaze = pick(drop_BxC[:, GAZE], nn.Dense(d, name="gaze_in")(gaze_Bx2), null("gaze_null", (d,)))
+    dist = pick(drop_BxC[:, DISTANCE], nn.Dense(d, name="distance_in")(distance_B[:, None]),
+                null("distance_null", (d,)))
+    emo = pick(drop_BxC[:, EMOTION], nn.Dense(d, name="emotion_in")(emotion_BxE), null("emotion_null", (d,)))
+    control = jnp.stack([gaze, dist, emo], axis=1)
+
+    x = jnp.concatenate([control, prev_tokens, cur_tokens], axis=1)
+    x = x + self.param("pos", nn.initializers.normal(0.02), (1, x.shape[1], d))
+    t_emb = timestep_embedding(t_B, d)
+    t_emb = nn.Dense(d)(nn.silu(nn.Dense(d)(t_emb)))
+    for i in range(c.layers):
+      x = Block(d, c.heads, c.mlp_ratio, name=f"block{i}")(x, t_emb)
+    x = nn.LayerNorm()(x[:, -w:])
+    return nn.Dense(self.motion_dim, kernel_init=nn.initializers.zeros, name="head")(x)
