@@ -2,7 +2,7 @@
 
 Data:  python -m vasa_jax.data.synthetic --out data/syn128 --identities 200 --clips-per-identity 3 --frames 100 --resolution 128
 Run:   python -m vasa_jax.train --config configs/demo.py --data data/syn128 --workdir runs/demo_stage1
-Eval:  python -m vasa_jax.evaluate_face --config configs/demo.py --data data/syn128 --workdir runs/demo_stage1
+Eval:  python -m vasa_jax.evaluate --stage 1 --data data/syn128 --workdir runs/demo_stage1
 Expect: self-reenactment PSNR on unseen identities rising past 25 dB within a few CPU hours
         (the closing notes of the stage-1 issue record what each run reached).
 """
@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.flow_channels = 16
   c.face.render_vol_blocks = 1
   c.face.gen_widths = (96, 64, 32)         # 2D generator: S -> 2S -> 4S = image_size
+  c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()
   c.disc.widths = (32, 64, 128)

@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.flow_channels = 8
   c.face.render_vol_blocks = 1
   c.face.gen_widths = (32, 16, 16)         # 2D generator: S -> 2S -> 4S = image_size
+  c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()
   c.disc.widths = (16, 32, 32)
@@ -54,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.idnet.widths = (16, 32, 32)
   c.idnet.embed_dim = 32
   c.idnet.input_size = 64
-  c.idnet.num_classes = 16   # at least the number of training identities
+  c.idnet.num_classes = 32   # at least the number of training identities
 
   # Loss weights (train/stage1.py documents each term).
   c.loss = ml_collections.ConfigDict()

@@ -70,15 +70,28 @@ class ResBlock3D(nn.Module):
     return x + h
 
 
+def _blocks(remat: bool):
+  """Residual block classes, rematerialised in the backward pass when `remat`.
+
+  Recomputing block activations instead of storing them is what lets the paper
+  config (512x512, six decodes per example) fit in accelerator memory.
+  """
+  if remat:
+    return nn.remat(ResBlock2D), nn.remat(ResBlock3D)
+  return ResBlock2D, ResBlock3D
+
+
 class Downsampler(nn.Module):
   """Conv stem and strided stages; returns the last feature map."""
   widths: Sequence[int]
+  remat: bool = False
 
   @nn.compact
   def __call__(self, img):
+    block2d, _ = _blocks(self.remat)
     x = nn.Conv(self.widths[0], (3, 3))(img * 2.0 - 1.0)
     for w in self.widths:
-      x = ResBlock2D(w)(x)
+      x = block2d(w)(x)
       x = nn.Conv(w, (3, 3), strides=(2, 2))(nn.silu(x))
     return x
 
@@ -88,12 +101,13 @@ class VectorEncoder(nn.Module):
   widths: Sequence[int]
   out_dim: int
   input_size: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, img):
     if img.shape[1] != self.input_size:
       img = jax.image.resize(img, (img.shape[0], self.input_size, self.input_size, 3), "linear")
-    x = Downsampler(self.widths)(img)
+    x = Downsampler(self.widths, self.remat)(img)
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
     x = jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
     x = nn.silu(nn.Dense(2 * self.out_dim)(x))
@@ -103,10 +117,11 @@ class VectorEncoder(nn.Module):
 class PoseEncoder(nn.Module):
   widths: Sequence[int]
   input_size: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, img):
-    raw = VectorEncoder(self.widths, POSE_DIM, self.input_size)(img)
+    raw = VectorEncoder(self.widths, POSE_DIM, self.input_size, self.remat)(img)
     return jnp.tanh(raw) * jnp.array(_POSE_LIMITS, raw.dtype)
 
 
@@ -126,16 +141,18 @@ class FlowGenerator(nn.Module):
   shape_dhw: tuple[int, int, int]
   channels: int
   max_flow: float = 0.25
+  remat: bool = False
 
   @nn.compact
   def __call__(self, *codes):
+    _, block3d = _blocks(self.remat)
     d, h, w = (max(1, s // 2) for s in self.shape_dhw)
     d0, h0, w0 = max(1, d // 2), max(1, h // 2), max(1, w // 2)
     x = nn.silu(nn.Dense(256)(jnp.concatenate(codes, axis=-1)))
     x = nn.Dense(d0 * h0 * w0 * self.channels)(x).reshape(-1, d0, h0, w0, self.channels)
-    x = ResBlock3D(self.channels)(x)
+    x = block3d(self.channels)(x)
     x = jax.image.resize(x, (x.shape[0], d, h, w, self.channels), "linear")
-    x = ResBlock3D(self.channels)(x)
+    x = block3d(self.channels)(x)
     flow = nn.Conv(3, (3, 3, 3), kernel_init=nn.initializers.zeros)(nn.silu(x))
     flow = self.max_flow * jnp.tanh(flow)
     return warp.resize_flow(flow, self.shape_dhw)
@@ -147,10 +164,12 @@ class AppearanceEncoder(nn.Module):
   vol_channels: int
   vol_depth: int
   vol_size: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, img):
-    x = Downsampler(self.widths)(img)
+    _, block3d = _blocks(self.remat)
+    x = Downsampler(self.widths, self.remat)(img)
     if x.shape[1] != self.vol_size:
       x = jax.image.resize(x, (x.shape[0], self.vol_size, self.vol_size, x.shape[-1]), "linear")
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
@@ -158,7 +177,7 @@ class AppearanceEncoder(nn.Module):
     b, s = x.shape[0], self.vol_size
     # [B, S, S, D*Cv] -> [B, D, S, S, Cv]
     vol = x.reshape(b, s, s, self.vol_depth, self.vol_channels).transpose(0, 3, 1, 2, 4)
-    return ResBlock3D(self.vol_channels)(vol)
+    return block3d(self.vol_channels)(vol)
 
 
 class Renderer(nn.Module):
@@ -166,20 +185,22 @@ class Renderer(nn.Module):
   vol_blocks: int
   widths: Sequence[int]          # 2D widths from the volume's resolution upwards
   image_size: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, vol_BxDxSxSxC, z_id):
+    block2d, block3d = _blocks(self.remat)
     x = vol_BxDxSxSxC
     for _ in range(self.vol_blocks):
-      x = ResBlock3D(x.shape[-1])(x)
+      x = block3d(x.shape[-1])(x)
     b, d, s, _, c = x.shape
     x = x.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
     x = nn.Conv(self.widths[0], (1, 1))(x)
-    x = ResBlock2D(self.widths[0])(x, z_id)
-    x = ResBlock2D(self.widths[0])(x, z_id)
+    x = block2d(self.widths[0])(x, z_id)
+    x = block2d(self.widths[0])(x, z_id)
     for w in self.widths[1:]:
       x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
-      x = ResBlock2D(w)(x, z_id)
+      x = block2d(w)(x, z_id)
     if x.shape[1] != self.image_size:
       raise ValueError(f"renderer reaches {x.shape[1]}px, config asks for {self.image_size}px: "
                        "len(gen_widths) - 1 doublings must take vol_size to image_size")
@@ -194,13 +215,14 @@ class FaceLatent(nn.Module):
   def setup(self):
     c = self.cfg
     shape = (c.vol_depth, c.vol_size, c.vol_size)
-    self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size)
-    self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input)
-    self.pose = PoseEncoder(c.motion_widths, c.motion_input)
-    self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input)
-    self.to_canonical = FlowGenerator(shape, c.flow_channels)
-    self.from_canonical = FlowGenerator(shape, c.flow_channels)
-    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size)
+    r = c.remat
+    self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size, remat=r)
+    self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input, remat=r)
+    self.pose = PoseEncoder(c.motion_widths, c.motion_input, remat=r)
+    self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r)
+    self.to_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
+    self.from_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
+    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r)
 
   def __call__(self, src, drv):
     """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""

@@ -47,6 +47,11 @@ class Checkpointer:
                       f"({type(e).__name__}: {str(e)[:200]}); use a new --workdir or the config it was made with") from None
     return restored["state"]
 
+  def restore_raw(self, step: int) -> Any:
+    """The saved state as nested dicts of host arrays, without needing its structure (for inference)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return jax.tree.map(lambda x: jax.device_get(x), restored["state"])
+
   def config(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
