@@ -11,35 +11,15 @@ Stage 1 (`--stage 1`), over identities never seen in training:
 """
 
 import json
-import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vasa_jax.data import records
 from vasa_jax.errors import UserError
 
 ANGLES = ("yaw", "pitch", "roll")
-
-
-def load_stage1(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, Any, int]:
-  """(config, EMA generator params, step) of a stage-1 run folder."""
-  from vasa_jax.train import checkpoint
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    raise UserError(f"{workdir!r} holds no checkpoints/ folder; give the --workdir of a training run")
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise UserError(f"{workdir!r} has no finished checkpoint yet")
-    cfg = ml_collections.ConfigDict(ckpt.config(step))
-    state = ckpt.restore_raw(step)
-  finally:
-    ckpt.close()
-  return cfg, state["ema"], step
 
 
 def _metrics_fn(model):
@@ -64,7 +44,8 @@ def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None
                     batch: int = 16) -> dict:
   """Runs the stage-1 benchmark; returns a dict of metric -> value."""
   from vasa_jax.models import face_latent
-  cfg, params, step = load_stage1(workdir)
+  from vasa_jax.train import checkpoint
+  cfg, params, step = checkpoint.load_ema(workdir)
   corpus = records.open_corpus(data_dir)
   for split in ("benchmark", "benchmark_cross"):
     if split not in corpus.splits:

@@ -35,9 +35,32 @@ def build_stage1(cfg, corpus_dir: str):
   return task, dataset
 
 
+def init_distributed(args) -> None:
+  """Joins a multi-process run (TPU pod workers, several GPU hosts, or local processes).
+
+  Explicit and loud: a failure to reach the coordinator stops the run here rather
+  than silently training one process on its own.
+  """
+  import jax
+  if args.coordinator:
+    if args.num_processes is None or args.process_id is None:
+      raise UserError("--coordinator needs --num-processes and --process-id")
+    # CPU processes need a collectives library to all-reduce; GPUs and TPUs ignore this.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+  elif args.multihost:
+    jax.distributed.initialize()  # TPU pods and SLURM/Open MPI clusters describe themselves.
+  if jax.process_count() > 1:
+    logging.getLogger("vasa_jax.train").warning(
+        "process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+        jax.local_device_count(), jax.device_count())
+
+
 def main(args) -> int:
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                       format="%(asctime)s %(name)s %(levelname)s %(message)s")
+  init_distributed(args)
   from vasa_jax.train import loop
 
   cfg = args.config
@@ -62,6 +85,11 @@ def parser():
   p.add_argument("--steps", type=int, default=None,
                  help="train at most this many more steps in this invocation (default: up to train.steps)")
   p.add_argument("--verbose", action="store_true", help="log resumes, data and checkpoint events")
+  p.add_argument("--multihost", action="store_true",
+                 help="join a multi-host run whose environment describes it (TPU pod slice, SLURM)")
+  p.add_argument("--coordinator", help="HOST:PORT of process 0, for runs started by hand (launch/local_multiprocess.sh)")
+  p.add_argument("--num-processes", type=int, help="with --coordinator: how many processes take part")
+  p.add_argument("--process-id", type=int, help="with --coordinator: this process's index")
   return p
 
 

@@ -68,7 +68,7 @@ def main(args) -> int:
   print(f"compiled train step in {compile_s:.1f} s; {cost.get('flops', 0) / 1e12:.2f} TFLOP per step "
         f"(per device: the step is data parallel)")
   if mem is not None:
-    print(f"memory per device: arguments {mem.argument_size_in_bytes / 2**30:.2f} GiB, "
+    print(f"memory per device (as the CPU backend assigns buffers; TPU/GPU compilers schedule differently): arguments {mem.argument_size_in_bytes / 2**30:.2f} GiB, "
           f"temporaries {mem.temp_size_in_bytes / 2**30:.2f} GiB, output {mem.output_size_in_bytes / 2**30:.2f} GiB")
   if args.run:
     state = jax.jit(task.init, out_shardings=state_shardings)(rng)

@@ -59,6 +59,23 @@ class Checkpointer:
     self.manager.close()
 
 
+def load_ema(workdir: str, step: int | None = None):
+  """(config, EMA weights, step) of a run folder: what sampling and evaluation use."""
+  import ml_collections
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise UserError(f"{workdir!r} holds no checkpoints/ folder; give the --workdir of a training run")
+  ckpt = Checkpointer(workdir)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise UserError(f"{workdir!r} has no finished checkpoint yet")
+    cfg = ml_collections.ConfigDict(ckpt.config(step))
+    state = ckpt.restore_raw(step)
+  finally:
+    ckpt.close()
+  return cfg, state["ema"], step
+
+
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a concrete pytree."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -117,7 +117,8 @@ def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *
 
   step_fn = jax.jit(task.train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), repl),
                     out_shardings=(state_shardings, repl), donate_argnums=(0,))
-  preview_fn = jax.jit(task.preview) if hasattr(task, "preview") else None
+  # Replicated output: every process can read the grid, process 0 writes it.
+  preview_fn = jax.jit(task.preview, out_shardings=repl) if hasattr(task, "preview") else None
   scalars = _Scalars(workdir)
   pending: list[tuple[int, dict]] = []
   accum: dict[str, list[float]] = {}

@@ -1,0 +1,31 @@
+"""Two processes train together through the multi-host code path (gloo on CPU)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vasa_jax.data import synthetic
+from vasa_jax.train import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_checkpoint_together(tmp_path):
+  corpus = str(tmp_path / "syn64")
+  synthetic.write_corpus(corpus, num_identities=8, clips_per_identity=1, num_frames=12, resolution=64, seed=0,
+                         workers=1, progress=False)
+  workdir = str(tmp_path / "run")
+  env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  res = subprocess.run(["bash", os.path.join(REPO, "launch", "local_multiprocess.sh"), "2", "configs/tiny.py",
+                        corpus, workdir, "--steps", "2"], capture_output=True, text=True, env=env, cwd=REPO,
+                       timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  # Both processes report the same global metrics, one line each per step.
+  lines = [l for l in res.stdout.splitlines() if l.startswith("step 2/2")]
+  assert len(lines) == 2 and lines[0].split(" 0.")[0] == lines[1].split(" 0.")[0]
+  assert checkpoint.Checkpointer(workdir).latest_step() == 2
+  assert os.listdir(os.path.join(workdir, "previews")) == ["step_0000002.png"]
