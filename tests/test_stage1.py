@@ -66,6 +66,18 @@ def test_train_two_steps_checkpoint_and_resume_from_the_cli(corpus, tmp_path, ca
   res = json.load(open(out_json))
   assert res["step"] == 3 and res["clips"] == 2 and res["cross_clips"] == 2
   assert 0 < res["self_psnr"] < 60 and 0 < res["cross_psnr"] < 60 and "pose_err_out" in res
+  # Stage-2 data: the run's encoders turn every clip into per-frame motion.
+  from vasa_jax.data import extract_motion, records
+  motion_dir = str(tmp_path / "motion")
+  stats = extract_motion.extract(workdir, corpus, motion_dir, batch=8, progress=False)
+  cfg = config.load("tiny")
+  assert stats["dyn_dims"] == cfg.face.z_dyn and len(stats["mean"]) == 6 + cfg.face.z_dyn
+  motion = records.open_corpus(motion_dir)
+  clips = records.open_corpus(corpus)
+  assert motion.splits == clips.splits and motion.manifest["per_frame_keys"] == ["motion"]
+  first = records.decode_clip(motion.source("train")[0])
+  assert "frames" not in first and first["motion"].shape == (12, 6 + cfg.face.z_dyn)
+  assert np.isfinite(first["motion"]).all() and first["audio"].shape == (12 * 640,)
 
 
 def test_train_cli_rejects_bad_inputs(corpus, tmp_path):
