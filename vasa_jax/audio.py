@@ -148,6 +148,7 @@ def logmel_per_frame_jax(audio_BxS: jax.Array, spec: LogMelSpec = LogMelSpec(),
 
   Leading batch axes are kept. The frames and filters are static, so shapes are
   fixed by S; the partial last frame is zero-padded as in the librosa version.
+  Under `jax.jit`, pass a non-default spec as static (`static_argnames="spec"`).
   """
   t = spec.num_frames(audio_BxS.shape[-1])
   batch = audio_BxS.shape[:-1]

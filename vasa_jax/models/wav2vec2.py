@@ -13,6 +13,7 @@ attention masks (give one clip per row, all rows the same length).
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -412,7 +413,13 @@ def wav2vec2_per_frame(module: Wav2Vec2, params, audio: np.ndarray, fps: int = 2
   t = -(-audio.size // spf)
   padded = np.zeros(t * spf + cfg.receptive_field - cfg.total_stride, np.float32)
   padded[:audio.size] = audio
-  last, hidden = module.apply(params, jnp.asarray(padded)[None], output_hidden_states=True)
-  h_NxD = (last if layer is None else hidden[layer])[0]
-  per = spf // cfg.total_stride
-  return h_NxD[:t * per].reshape(t, per, -1).mean(axis=1)
+  return _pooled_hidden(cfg, params, jnp.asarray(padded)[None], spf // cfg.total_stride, layer)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _pooled_hidden(cfg: Wav2Vec2Config, params, audio_BxL: jax.Array, per: int, layer: int | None) -> jax.Array:
+  """Mean of each run of `per` consecutive wav2vec2 frames: `[B, N // per, D]`."""
+  last, hidden = Wav2Vec2(cfg).apply(params, audio_BxL, output_hidden_states=True)
+  h_BxNxD = last if layer is None else hidden[layer]
+  b, n, d = h_BxNxD.shape
+  return h_BxNxD[:, :n // per * per].reshape(b, n // per, per, d).mean(axis=2)
