@@ -273,7 +273,8 @@ class VideoWriter:
     self._audio = None
     self._atomic = atomic_output(self.path)
     self._tmp = self._atomic.__enter__()
-    self._container = av.open(self._tmp, mode="w", format="mp4")
+    # use_metadata_tags: keep custom tags (provenance) that the mp4 muxer would otherwise drop.
+    self._container = av.open(self._tmp, mode="w", format="mp4", options={"movflags": "use_metadata_tags"})
     for key, value in (metadata or {}).items():
       self._container.metadata[key] = str(value)
     self._video = None

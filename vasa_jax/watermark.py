@@ -51,7 +51,7 @@ _KEY = 0x7A5A_1A5E  # Seed of the public chip pattern and bit map.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # Detector's search over crops: kept fraction of each side and where the crop starts.
 _SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
-_OFFSET_STEP = 1.0 / 128
+_OFFSET_STEP = 1.0 / 64
 _BUDGET_RMS = 10 ** (-40 / 20)  # Mark RMS of a 40 dB PSNR, the floor for smooth frames.
 _CLIP = 2.5  # Detector clips cell residuals at this many robust sigmas.
 
