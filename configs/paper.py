@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.flow_channels = 32
   c.face.render_vol_blocks = 2
   c.face.gen_widths = (512, 256, 128, 64)       # 2D generator: S -> 2S -> 4S -> 8S = image_size
+  c.face.out_shuffle = 1          # last stage predicts 1x1 sub-pixels (1: full-resolution conv)
   c.face.remat = True            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()

@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.flow_channels = 8
   c.face.render_vol_blocks = 1
   c.face.gen_widths = (32, 16, 16)         # 2D generator: S -> 2S -> 4S = image_size
+  c.face.out_shuffle = 1          # last stage predicts 1x1 sub-pixels (1: full-resolution conv)
   c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()

@@ -23,8 +23,9 @@ def corpus(tmp_path_factory):
   return out
 
 
-def test_encoder_decoder_shapes_and_self_consistency():
-  cfg = config.load("tiny").face
+@pytest.mark.parametrize("overrides", [(), (("face.gen_widths", "(32, 16)"), ("face.out_shuffle", "2"))])
+def test_encoder_decoder_shapes_and_self_consistency(overrides):
+  cfg = config.load("tiny", overrides).face
   model = face_latent.FaceLatent(cfg)
   img = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
   params = model.init(jax.random.key(1), img, img)

@@ -186,6 +186,10 @@ class Renderer(nn.Module):
   widths: Sequence[int]          # 2D widths from the volume's resolution upwards
   image_size: int
   remat: bool = False
+  # >1: the last conv predicts shuffle^2 sub-pixels per location (depth-to-space), so no
+  # layer runs at full resolution. On CPUs, where wide convs are far more efficient than
+  # full-resolution thin ones, this is what makes the demo config real time.
+  out_shuffle: int = 1
 
   @nn.compact
   def __call__(self, vol_BxDxSxSxC, z_id):
@@ -201,11 +205,17 @@ class Renderer(nn.Module):
     for w in self.widths[1:]:
       x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
       x = block2d(w)(x, z_id)
-    if x.shape[1] != self.image_size:
-      raise ValueError(f"renderer reaches {x.shape[1]}px, config asks for {self.image_size}px: "
-                       "len(gen_widths) - 1 doublings must take vol_size to image_size")
+    f = self.out_shuffle
+    if x.shape[1] * f != self.image_size:
+      raise ValueError(f"renderer reaches {x.shape[1] * f}px, config asks for {self.image_size}px: "
+                       "vol_size * 2^(len(gen_widths) - 1) * out_shuffle must equal image_size")
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
-    return nn.sigmoid(nn.Conv(3, (3, 3))(x))
+    x = nn.Conv(3 * f * f, (3, 3))(x)
+    if f > 1:
+      b, h, w, _ = x.shape
+      # [B, h, w, f*f*3] -> [B, h*f, w*f, 3]
+      x = x.reshape(b, h, w, f, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, 3)
+    return nn.sigmoid(x)
 
 
 class FaceLatent(nn.Module):
@@ -222,7 +232,7 @@ class FaceLatent(nn.Module):
     self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r)
     self.to_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
     self.from_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
-    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r)
+    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r, out_shuffle=c.out_shuffle)
 
   def __call__(self, src, drv):
     """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""
