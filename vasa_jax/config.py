@@ -120,9 +120,6 @@ def parse_value(key: str, text: str, current: Any) -> Any:
       value = (value,)
     if not isinstance(value, (tuple, list)):
       raise wrong(f"a {kind.__name__} such as (1, 2)")
-    if current and len(value) != len(current) and all(isinstance(v, (int, float)) for v in current):
-      # Shapes such as (theta, phi) have a fixed length; free-length lists start empty.
-      raise wrong(f"a {kind.__name__} of {len(current)} values")
     for old, new in zip(current, value):
       if isinstance(old, (int, float)) and not isinstance(old, bool) and not isinstance(new, (int, float)):
         raise wrong(f"a {kind.__name__} of numbers")
