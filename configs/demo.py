@@ -86,8 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.999
   c.train.gan_start = 3000         # steps of plain reconstruction before the GAN starts
-  c.train.log_every = 25
-  c.train.checkpoint_every = 250
-  c.train.preview_every = 250
+  c.train.log_every = 10
+  c.train.checkpoint_every = 100
+  c.train.preview_every = 100
   c.train.keep_checkpoints = 3
   return c
