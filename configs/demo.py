@@ -28,7 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.fps = 25
   c.data.window = 50       # W: motion frames generated per diffusion window.
   c.data.context = 10      # K: previous frames carried into the next window.
-  c.data.batch_size = 8
   c.data.split = "train"
   c.data.workers = 0       # grain worker processes (0: read in the main process)
 
@@ -77,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.id_margin = 0.2
 
   c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 8          # global, split over all devices
   c.train.steps = 20000
   c.train.lr_gen = 2e-4
   c.train.lr_disc = 2e-4
@@ -90,4 +90,45 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 100
   c.train.preview_every = 100
   c.train.keep_checkpoints = 3
+  # Stage 2: audio front end (audio.py, models/audio_encoder.py).
+  c.audio = ml_collections.ConfigDict()
+  c.audio.n_mels = 80
+  c.audio.per_frame = 4        # mel frames per video frame (hop 160 at 16 kHz, 25 fps)
+  c.audio.dim = 128             # audio embedding per video frame
+  c.audio.hidden = 128
+  c.audio.layers = 3
+  c.audio.lookahead = 1        # video frames of future audio the encoder may see (40 ms)
+
+  # Stage 2: motion diffusion transformer (models/motion_dit.py, diffusion.py).
+  c.motion = ml_collections.ConfigDict()
+  c.motion.layers = 4
+  c.motion.width = 256
+  c.motion.heads = 4
+  c.motion.mlp_ratio = 4
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "cosine"
+  c.diffusion.train_steps = 1000
+  c.diffusion.sample_steps = 50
+  c.diffusion.cfg_audio = 0.5      # lambda_A (VASA-1 default)
+  c.diffusion.cfg_gaze = 1.0       # lambda_g
+  c.diffusion.p_drop = 0.1         # each condition dropped in training (for guidance)
+  c.diffusion.p_drop_prev = 0.5    # previous window dropped (first windows)
+  c.diffusion.p_truncate = 0.1     # audio cut short inside the window (clip ends)
+
+  c.motion_train = ml_collections.ConfigDict()
+  c.motion_train.batch_size = 32
+  c.motion_train.steps = 20000
+  c.motion_train.lr = 3e-4
+  c.motion_train.warmup = 500
+  c.motion_train.b1 = 0.9
+  c.motion_train.b2 = 0.99
+  c.motion_train.weight_decay = 0.01
+  c.motion_train.grad_clip = 1.0
+  c.motion_train.ema_decay = 0.999
+  c.motion_train.log_every = 50
+  c.motion_train.checkpoint_every = 500
+  c.motion_train.preview_every = 0
+  c.motion_train.keep_checkpoints = 3
+  c.motion_train.motion_source = "motion"   # "motion": stage-1 latents (extract_motion); "labels": ground truth
   return c

@@ -26,7 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.fps = 25
   c.data.window = 8        # W: motion frames generated per diffusion window.
   c.data.context = 2       # K: previous frames carried into the next window.
-  c.data.batch_size = 4
   c.data.split = "train"
   c.data.workers = 0       # grain worker processes (0: read in the main process)
 
@@ -74,14 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.id_scale = 30.0
   c.loss.id_margin = 0.2
 
-  # Stage 2: motion diffusion transformer (models/motion_dit.py, diffusion.py).
-  c.motion = ml_collections.ConfigDict()
-  c.motion.layers = 2
-  c.motion.width = 32
-  c.motion.heads = 2
-  c.motion.mlp_ratio = 2
-
   c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 4          # global, split over all devices
   c.train.steps = 4
   c.train.lr_gen = 2e-4
   c.train.lr_disc = 2e-4
@@ -95,4 +88,45 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2
   c.train.preview_every = 2
   c.train.keep_checkpoints = 3
+  # Stage 2: audio front end (audio.py, models/audio_encoder.py).
+  c.audio = ml_collections.ConfigDict()
+  c.audio.n_mels = 80
+  c.audio.per_frame = 4        # mel frames per video frame (hop 160 at 16 kHz, 25 fps)
+  c.audio.dim = 32             # audio embedding per video frame
+  c.audio.hidden = 32
+  c.audio.layers = 2
+  c.audio.lookahead = 1        # video frames of future audio the encoder may see (40 ms)
+
+  # Stage 2: motion diffusion transformer (models/motion_dit.py, diffusion.py).
+  c.motion = ml_collections.ConfigDict()
+  c.motion.layers = 2
+  c.motion.width = 32
+  c.motion.heads = 2
+  c.motion.mlp_ratio = 2
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "cosine"
+  c.diffusion.train_steps = 1000
+  c.diffusion.sample_steps = 10
+  c.diffusion.cfg_audio = 0.5      # lambda_A (VASA-1 default)
+  c.diffusion.cfg_gaze = 1.0       # lambda_g
+  c.diffusion.p_drop = 0.1         # each condition dropped in training (for guidance)
+  c.diffusion.p_drop_prev = 0.5    # previous window dropped (first windows)
+  c.diffusion.p_truncate = 0.1     # audio cut short inside the window (clip ends)
+
+  c.motion_train = ml_collections.ConfigDict()
+  c.motion_train.batch_size = 4
+  c.motion_train.steps = 4
+  c.motion_train.lr = 1e-3
+  c.motion_train.warmup = 2
+  c.motion_train.b1 = 0.9
+  c.motion_train.b2 = 0.99
+  c.motion_train.weight_decay = 0.01
+  c.motion_train.grad_clip = 1.0
+  c.motion_train.ema_decay = 0.99
+  c.motion_train.log_every = 1
+  c.motion_train.checkpoint_every = 2
+  c.motion_train.preview_every = 0
+  c.motion_train.keep_checkpoints = 3
+  c.motion_train.motion_source = "labels"   # "motion": stage-1 latents (extract_motion); "labels": ground truth
   return c

@@ -9,7 +9,8 @@ head predicts the clean window X0 (VASA-1's x0 objective).
 Each condition can be replaced by a learned "null" (classifier-free guidance):
 `drop` is `[B, N_CONDITIONS]` booleans in the order of `CONDITIONS`. Dropping
 `prev` removes both the previous motion and the previous audio, as VASA-1 does
-so that a first window can be generated without context.
+so that a first window can be generated without context. `audio_valid` marks
+frames that have audio; the others read the audio null (the end of a clip).
 """
 
 import math
@@ -54,7 +55,8 @@ class MotionDiT(nn.Module):
   motion_dim: int
 
   @nn.compact
-  def __call__(self, x_t_BxWxM, t_B, prev_BxKxM, audio_BxLxA, gaze_Bx2, distance_B, emotion_BxE, drop_BxC):
+  def __call__(self, x_t_BxWxM, t_B, prev_BxKxM, audio_BxLxA, gaze_Bx2, distance_B, emotion_BxE, drop_BxC,
+               audio_valid_BxL=None):
     c = self.cfg
     b, w, _ = x_t_BxWxM.shape
     k = prev_BxKxM.shape[1]
@@ -68,7 +70,11 @@ class MotionDiT(nn.Module):
 
     # Per-frame audio for the K context frames and the W window frames.
     audio = nn.Dense(d, name="audio_in")(audio_BxLxA)
-    audio = pick(drop_BxC[:, AUDIO], audio, null("audio_null", (d,)))
+    audio_null = null("audio_null", (d,))
+    audio = pick(drop_BxC[:, AUDIO], audio, audio_null)
+    if audio_valid_BxL is not None:
+      # Frames past the end of the audio (a clip's last window) read the null, as in training.
+      audio = jnp.where(audio_valid_BxL[..., None], audio, audio_null)
     audio_prev, audio_cur = audio[:, :k], audio[:, k:]
     prev_tokens = nn.Dense(d, name="prev_in")(prev_BxKxM) + audio_prev
     drop_prev = drop_BxC[:, PREV]

@@ -29,8 +29,37 @@ def build_stage1(cfg, corpus_dir: str):
   task = stage1.Stage1(cfg, cfg.idnet.num_classes)
   class_of = {int(i): n for n, i in enumerate(identities)}
   task.host_batch = lambda raw: stage1.host_batch(raw, class_of)
-  per_process = cfg.data.batch_size // jax.process_count()
+  per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
+                                    num_workers=cfg.data.workers)
+  return task, dataset
+
+
+def build_stage2(cfg, corpus_dir: str):
+  import jax
+  from vasa_jax.data import extract_motion, synthetic
+  from vasa_jax.train import stage2
+
+  corpus = records.open_corpus(corpus_dir)
+  if cfg.data.split not in corpus.splits:
+    raise UserError(f"corpus {corpus_dir} has no split {cfg.data.split!r}; it has: {', '.join(corpus.splits)}")
+  source = cfg.motion_train.motion_source
+  if source == "motion":
+    stats = extract_motion.load_stats(corpus_dir)
+    mean, std = stats["mean"], stats["std"]
+    names = None
+  elif source == "labels":
+    names = list(synthetic.LABEL_NAMES)
+    missing = sorted(set(names) - set(corpus.manifest["label_names"]))
+    if missing:
+      raise UserError(f"corpus {corpus_dir} lacks the labels {missing} that motion_source='labels' needs")
+    mean, std = stage2.label_stats(corpus, cfg.data.split, names)
+  else:
+    raise UserError(f"motion_train.motion_source must be 'motion' or 'labels', got {source!r}")
+  task = stage2.Stage2(cfg, mean, std)
+  per_process = cfg.motion_train.batch_size // jax.process_count()
+  dataset = pipeline.stage2_dataset(corpus, cfg.data.split, batch_size=per_process, window=cfg.data.window,
+                                    context=cfg.data.context, seed=cfg.seed, motion_from_labels=names,
                                     num_workers=cfg.data.workers)
   return task, dataset
 
@@ -68,9 +97,11 @@ def main(args) -> int:
     raise UserError(f"corpus folder {args.data!r} does not exist; write one with python -m vasa_jax.data.synthetic")
   if args.stage == 1:
     task, dataset = build_stage1(cfg, args.data)
+    train_cfg = cfg.train
   else:
-    raise UserError("stage 2 training is not available yet; train stage 1 with --stage 1")
-  loop.run(task, cfg, args.workdir, dataset, num_steps=args.steps)
+    task, dataset = build_stage2(cfg, args.data)
+    train_cfg = cfg.motion_train
+  loop.run(task, cfg, args.workdir, dataset, train_cfg=train_cfg, num_steps=args.steps)
   print(f"checkpoints in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")
   return 0
 
@@ -79,7 +110,9 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.train", "Train vasa_jax: stage 1 (face latent space) or "
                       "stage 2 (motion diffusion). Resumes from WORKDIR automatically.", config=True)
   p.add_argument("--stage", type=int, choices=(1, 2), default=1, help="which stage to train")
-  p.add_argument("--data", required=True, help="corpus folder written by vasa_jax.data.synthetic or prepare")
+  p.add_argument("--data", required=True,
+                 help="stage 1: clip corpus (vasa_jax.data.synthetic or prepare); stage 2: motion corpus "
+                 "(vasa_jax.data.extract_motion), or a clip corpus with --config.motion_train.motion_source=labels")
   p.add_argument("--workdir", required=True,
                  help="run folder: checkpoints, TensorBoard logs, previews, config.json")
   p.add_argument("--steps", type=int, default=None,

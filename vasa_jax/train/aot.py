@@ -40,13 +40,13 @@ def main(args) -> int:
     raise UserError(f"asked for {args.devices} devices but JAX sees {jax.device_count()} "
                     f"({jax.devices()[0].platform}); run this command in a fresh process")
   mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_size(cfg.data.batch_size)
+  mesh_lib.check_batch_size(cfg.train.batch_size)
   task = stage1.Stage1(cfg, cfg.idnet.num_classes)
   repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   rng = jax.random.key(cfg.seed)
   abstract_state = jax.eval_shape(task.init, rng)
   state_shardings = jax.tree.map(lambda _: repl, abstract_state)
-  b, s = cfg.data.batch_size, cfg.face.image_size
+  b, s = cfg.train.batch_size, cfg.face.image_size
   frames = jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=data)
   ids = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data)
   angles = jax.ShapeDtypeStruct((b, 3), jnp.float32, sharding=data)

@@ -87,12 +87,17 @@ class _Scalars:
 
 
 def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *,
-        num_steps: int | None = None, on_log: Callable[[int, dict], None] | None = None) -> Any:
-  """Trains `task` until `cfg.train.steps` (or `num_steps` more steps); returns the final state."""
-  t = cfg.train
+        train_cfg: ml_collections.ConfigDict | None = None, num_steps: int | None = None,
+        on_log: Callable[[int, dict], None] | None = None) -> Any:
+  """Trains `task` until `train_cfg.steps` (or `num_steps` more steps); returns the final state.
+
+  `train_cfg` is the stage's section (`cfg.train` for stage 1, `cfg.motion_train` for
+  stage 2); the whole `cfg` is saved with every checkpoint.
+  """
+  t = cfg.train if train_cfg is None else train_cfg
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_size(cfg.data.batch_size)
+  mesh_lib.check_batch_size(t.batch_size)
   rng = jax.random.key(cfg.seed)
   repl = mesh_lib.replicated(mesh)
 
