@@ -1,0 +1,109 @@
+"""The whole pipeline on the tiny config: both stages, a bundle, the sampler and its CLI."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vasa_jax import bundle, cli, media, sample, stream
+from vasa_jax.data import extract_motion, synthetic
+from vasa_jax.motion import Controls
+from vasa_jax.train import __main__ as train_main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+  """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""
+  root = tmp_path_factory.mktemp("pipeline")
+  clips = str(root / "syn64")
+  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=2,
+                         workers=1, progress=False)
+  run1, run2, motion = str(root / "run1"), str(root / "run2"), str(root / "motion")
+  common = ["--config", "tiny", "--steps", "2"]
+  assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0
+  extract_motion.extract(run1, clips, motion, batch=8, progress=False)
+  assert cli.run(train_main.main, train_main.parser(),
+                 common + ["--stage", "2", "--data", motion, "--workdir", run2,
+                           "--config.motion_train.motion_source=motion"]) == 0
+  out = str(root / "bundle")
+  digest = bundle.export(run1, run2, out)
+  assert len(digest) == 16
+  return out
+
+
+def _portrait():
+  return media.load_image(sample.EXAMPLE_IMAGE)
+
+
+def test_streaming_equals_offline_and_never_recompiles(tiny_bundle):
+  model = bundle.load(tiny_bundle)
+  audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000 * 2 + 123]   # 2 s: several windows and a partial one.
+  frames = {}
+  for mode, chunk in (("offline", None), ("stream", 3200), ("ragged", 1777)):
+    s = stream.StreamingSampler(model, _portrait(), controls=Controls(gaze=(0.1, 0.0)), steps=3, seed=7)
+    frames[mode] = np.stack(list(stream.generate(s, audio, chunk_samples=chunk)))
+    assert s.compiled_steps() == {"window": 1, "decode": 1}
+  expected = -(-audio.size // 640)
+  assert frames["offline"].shape == (expected, 64, 64, 3) and frames["offline"].dtype == np.uint8
+  np.testing.assert_array_equal(frames["offline"], frames["stream"])
+  np.testing.assert_array_equal(frames["offline"], frames["ragged"])
+
+
+def test_frames_follow_the_seed_and_still_mode(tiny_bundle):
+  model = bundle.load(tiny_bundle)
+  audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000]
+  run = lambda **kw: np.stack(list(stream.generate(stream.StreamingSampler(model, _portrait(), steps=2, **kw),  # noqa: E731
+                                                   audio)))
+  a, b, c = run(seed=1), run(seed=1), run(seed=2)
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(a.astype(int) - c.astype(int)).mean() > 0  # Another seed, other motion.
+  still = run(seed=1, still=True)
+  assert still.shape == a.shape
+
+
+def test_sample_cli_end_to_end(tiny_bundle, tmp_path, capsys):
+  out = str(tmp_path / "talk.mp4")
+  args = ["--checkpoint", tiny_bundle, "--out", out, "--steps", "2", "--gaze", "5", "-3", "--emotion", "happy",
+          "--quiet"]
+  assert cli.run(sample.main, sample.parser(), args) == 0
+  assert capsys.readouterr().out.strip().endswith("talk.mp4")
+  frames, fps, audio = media.read_video(out)
+  assert fps == 25 and frames.shape[1:] == (64, 64, 3)
+  assert abs(len(frames) / fps - 4.0) <= 1 / fps and abs(audio.size / 16000 - 4.0) <= 1 / fps
+  assert media.read_metadata(out)["vasa_jax_checkpoint"] == bundle.load(tiny_bundle).digest
+  # Video-driven reenactment: pose and dynamics from a driving video.
+  drv = str(tmp_path / "drv.mp4")
+  media.write_video(drv, synthetic.make_clip(3, 5, 12, 64, "train")["frames"], 25)
+  out2 = str(tmp_path / "driven.mp4")
+  assert cli.run(sample.main, sample.parser(), ["--checkpoint", tiny_bundle, "--driving", drv, "--out", out2,
+                                                "--quiet"]) == 0
+  assert media.read_video(out2)[0].shape[0] == 12
+
+
+def test_sample_cli_bad_inputs(tiny_bundle, tmp_path, capsys):
+  sky = np.zeros((96, 96, 3), np.uint8)
+  sky[:] = (40, 90, 200)  # A blue square: nothing face-like.
+  Image.fromarray(sky).save(tmp_path / "noface.png")
+  cases = [
+      (["--image", str(tmp_path / "missing.png")], "does not exist"),
+      (["--audio", str(tmp_path)], "is a directory"),
+      (["--emotion", "furious"], "--emotion 'furious'"),
+      (["--steps", "0"], "--steps must be at least 1"),
+      (["--out", str(tmp_path / "x.avi")], "must end with .mp4"),
+      (["--checkpoint", str(tmp_path)], "has no bundle.json"),
+  ]
+  for extra, fragment in cases:
+    out = str(tmp_path / "o.mp4")
+    argv = ["--checkpoint", tiny_bundle, "--out", out, "--quiet"] + extra
+    assert cli.run(sample.main, sample.parser(), argv) == 2, extra
+    assert fragment in capsys.readouterr().err, extra
+    assert not os.path.exists(out)
+  assert not [f for f in os.listdir(tmp_path) if ".partial" in f]
+  # No face-like content is a warning, not a crash.
+  out = str(tmp_path / "noface.mp4")
+  assert cli.run(sample.main, sample.parser(), ["--checkpoint", tiny_bundle, "--image", str(tmp_path / "noface.png"),
+                                                "--out", out, "--steps", "1", "--quiet"]) == 0
+  assert "warning:" in capsys.readouterr().err and os.path.exists(out)
