@@ -22,6 +22,14 @@ Scheme (spread spectrum on a frame-relative grid):
   the cell means, correlates with the chips, and Viterbi-decodes; the CRC-24 and a
   minimum correlation decide "found".
 
+Measured (benchmarks/watermark_robustness.py, 256^2, 25 frames): talking heads are
+detected with the right payload after H.264 crf 23 and 28, a 2x downscale, a 10%
+off-centre crop, brightness/contrast and 25->15 fps, at ~40 dB PSNR. A *still*,
+finely textured photo at 256^2 survives only mild processing (15 fps, lossless):
+the host's texture at the mark's frequencies drowns it and frame averaging cannot
+help when nothing moves. Zero false positives in 1,000 unmarked clips; the CRC-24
+bounds chance matches at ~2e-7 per clip.
+
 Every embedding operation is O(HW) or a small matmul with a 32-row matrix: about a
 millisecond per 512^2 frame on one CPU core.
 
