@@ -73,7 +73,9 @@ def test_sample_cli_end_to_end(tiny_bundle, tmp_path, capsys):
   frames, fps, audio = media.read_video(out)
   assert fps == 25 and frames.shape[1:] == (64, 64, 3)
   assert abs(len(frames) / fps - 4.0) <= 1 / fps and abs(audio.size / 16000 - 4.0) <= 1 / fps
-  assert media.read_metadata(out)["vasa_jax_checkpoint"] == bundle.load(tiny_bundle).digest
+  meta = media.read_metadata(out)
+  assert meta["checkpoint_hash"] == bundle.load(tiny_bundle).digest and meta["watermark"] == "on"
+  assert meta["ai_generated"] == "true" and len(meta["watermark_payload"]) == 16
   # Video-driven reenactment: pose and dynamics from a driving video.
   drv = str(tmp_path / "drv.mp4")
   media.write_video(drv, synthetic.make_clip(3, 5, 12, 64, "train")["frames"], 25)
@@ -81,6 +83,12 @@ def test_sample_cli_end_to_end(tiny_bundle, tmp_path, capsys):
   assert cli.run(sample.main, sample.parser(), ["--checkpoint", tiny_bundle, "--driving", drv, "--out", out2,
                                                 "--quiet"]) == 0
   assert media.read_video(out2)[0].shape[0] == 12
+  # Turning the watermark off is explicit and recorded.
+  out3 = str(tmp_path / "nomark.mp4")
+  assert cli.run(sample.main, sample.parser(), ["--checkpoint", tiny_bundle, "--out", out3, "--steps", "1",
+                                                "--no-watermark", "--label", "--quiet"]) == 0
+  assert media.read_metadata(out3)["watermark"].startswith("off")
+  assert "--no-watermark" in capsys.readouterr().err
 
 
 def test_sample_cli_bad_inputs(tiny_bundle, tmp_path, capsys):

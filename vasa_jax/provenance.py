@@ -66,14 +66,15 @@ def label_overlay(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
   px = max(1, height // 160)  # Glyph pixel size: ~1.6% of the frame height per 7-pixel letter.
   text = np.kron(text, np.ones((px, px), np.float32))
   margin = 2 * px
-  th, tw = text.shape[0] + 2 * margin, text.shape[1] + 2 * margin
-  th, tw = min(th, height), min(tw, width)
+  # Frames narrower than the label (tiny test sizes) show as much of it as fits.
+  th, tw = min(text.shape[0] + 2 * margin, height), min(text.shape[1] + 2 * margin, width)
   alpha = np.zeros((height, width, 1), np.float32)
   colour = np.zeros((height, width, 3), np.float32)
-  y0, x0 = height - th - margin, width - tw - margin
+  y0, x0 = max(0, height - th - margin), max(0, width - tw - margin)
   alpha[y0:y0 + th, x0:x0 + tw] = 0.55  # Dark backing box keeps the text legible on any background.
   box = np.zeros((th, tw), np.float32)
-  box[margin:margin + text.shape[0], margin:margin + text.shape[1]] = text[:th - margin, :tw - margin]
+  inner = text[:max(0, th - 2 * margin), :max(0, tw - 2 * margin)]
+  box[margin:margin + inner.shape[0], margin:margin + inner.shape[1]] = inner
   alpha[y0:y0 + th, x0:x0 + tw, 0] = np.maximum(alpha[y0:y0 + th, x0:x0 + tw, 0], 0.9 * box)
   colour[y0:y0 + th, x0:x0 + tw] = box[..., None]
   return alpha, colour

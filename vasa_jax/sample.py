@@ -72,12 +72,16 @@ def run(args) -> str:
   d = model.motion_cfg.diffusion
   guidance = (d.cfg_audio if args.cfg_audio is None else args.cfg_audio,
               d.cfg_gaze if args.cfg_gaze is None else args.cfg_gaze, 0.0, 0.0, 0.0)
-  watermark = None  # The invisible watermark joins here (responsible-release issue).
+  from vasa_jax import provenance, watermark as watermark_lib
+  payload = watermark_lib.make_payload(model.digest)
+  marker = None if args.no_watermark else watermark_lib.Watermarker(payload)
+  if args.no_watermark:
+    print("warning: --no-watermark: the video carries no invisible watermark; its metadata records that",
+          file=sys.stderr)
   sampler = stream.StreamingSampler(model, portrait, controls=controls, steps=args.steps, guidance=guidance,
-                                    seed=args.seed, still=args.still, watermark=watermark)
+                                    seed=args.seed, still=args.still, watermark=marker, label=args.label)
   fps = sampler.fps
-  metadata = {"comment": "AI-generated video (vasa_jax)", "encoder": "vasa_jax",
-              "vasa_jax_checkpoint": model.digest}
+  metadata = provenance.provenance_metadata(model.digest, payload, watermark=not args.no_watermark)
   if args.driving:
     frames, _, drive_audio = media.read_video(args.driving)
     audio = drive_audio
@@ -125,6 +129,9 @@ def parser():
   p.add_argument("--chunk-ms", type=float, default=200.0, help="streaming: audio chunk size in milliseconds")
   p.add_argument("--max-audio-seconds", type=float, default=media.MAX_AUDIO_SECONDS,
                  help="refuse longer audio")
+  p.add_argument("--no-watermark", action="store_true",
+                 help="do not embed the invisible watermark (on by default; the file's metadata records this)")
+  p.add_argument("--label", action="store_true", help="also draw a visible 'AI-GENERATED' label")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   return p
 

@@ -12,11 +12,14 @@ audio are kept. The offline mode runs the same steps over a whole clip, so both
 modes give identical frames for the same seed.
 """
 
+import functools
+import json
 import time
 from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
@@ -31,14 +34,12 @@ class StreamingSampler:
 
   def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *, controls: Controls = Controls(),
                steps: int | None = None, guidance: Sequence[float] | None = None, seed: int = 0,
-               still: bool = False, decode_batch: int = 10, watermark=None):
+               still: bool = False, decode_batch: int = 10, watermark=None, label: bool = False):
+    """`watermark`: a `watermark.Watermarker` (embedded in the decode step) or None."""
     self.bundle = bundle
     fcfg, mcfg = bundle.face_cfg, bundle.motion_cfg
-    self.face = face_latent.FaceLatent(fcfg.face)
-    self.motion = MotionModel(mcfg, motion_dim=bundle.mean.size)
     self.window, self.context = mcfg.data.window, mcfg.data.context
     self.fps = mcfg.data.fps
-    self.spf = self.motion.samples_per_frame
     self.steps = steps or mcfg.diffusion.sample_steps
     d = mcfg.diffusion
     self.guidance = tuple(float(g) for g in (guidance if guidance is not None else (d.cfg_audio, d.cfg_gaze, 0, 0, 0)))
@@ -47,9 +48,11 @@ class StreamingSampler:
     self.watermark = watermark
     self.mean, self.std = jnp.asarray(bundle.mean), jnp.asarray(bundle.std)
     self._rng = jax.random.key(seed)
-    self._window_step = self.motion.window_step_fn(self.steps, self.guidance)
-    self._decode = _decode_fn(self.face, watermark)
-    self._encode = _encode_fn(self.face)
+    wm_cfg = None if watermark is None else (watermark.strength, watermark.host_rejection)
+    self.face, self.motion, self._window_step, self._decode, self._encode = _compiled(
+        fcfg.to_json(), mcfg.to_json(), int(bundle.mean.size), self.steps, self.guidance, wm_cfg, label)
+    self._signs = (jnp.zeros((0,)) if watermark is None else watermark.signs_K)
+    self.spf = self.motion.samples_per_frame
     size = fcfg.face.image_size
     img = jax.image.resize(jnp.asarray(portrait_HxWx3, jnp.float32), (size, size, 3), "linear")[None]
     self.app = self._encode(bundle.face_params, img)
@@ -119,7 +122,7 @@ class StreamingSampler:
       pad = self.decode_batch - len(chunk)  # A fixed batch: one compiled decode.
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-      frames = np.asarray(self._decode(self.bundle.face_params, self.app, jnp.asarray(chunk)))
+      frames = np.asarray(self._decode(self.bundle.face_params, self.app, jnp.asarray(chunk), self._signs))
       frames = frames[:len(chunk) - pad]
       self.timings["decode"].append(time.perf_counter() - t0)
       for frame in frames:
@@ -128,27 +131,35 @@ class StreamingSampler:
     self._consumed += n
 
 
-def _encode_fn(face):
+@functools.lru_cache(maxsize=8)
+def _compiled(face_json: str, motion_json: str, motion_dim: int, steps: int, guidance: tuple, wm_cfg, label: bool):
+  """Models and jitted steps per (configs, sampling settings): later samplers reuse the compiled code."""
+  face = face_latent.FaceLatent(ml_collections.ConfigDict(json.loads(face_json)).face)
+  motion = MotionModel(ml_collections.ConfigDict(json.loads(motion_json)), motion_dim=motion_dim)
+  window_step = motion.window_step_fn(steps, guidance)
+
   @jax.jit
   def encode(params, img):
     return face.apply(params, img, method=face.encode)
-  return encode
 
-
-def _decode_fn(face, watermark=None):
-  """Jitted motion -> uint8 frames; the watermark (a jittable `[B,H,W,3] -> same` in [0, 1])
-  is embedded in the same compiled step, on the same device, before quantisation."""
   @jax.jit
-  def decode(params, app, motion_BxM):
+  def decode(params, app, motion_BxM, signs_K):
+    """Motion -> uint8 frames. The watermark (payload bits `signs_K`) and the optional visible
+    label are applied in the same compiled step, on the same device, before quantisation."""
     b = motion_BxM.shape[0]
     v_app = jnp.broadcast_to(app["v_app"], (b,) + app["v_app"].shape[1:])
     z_id = jnp.broadcast_to(app["z_id"], (b,) + app["z_id"].shape[1:])
     img = face.apply(params, v_app, z_id, motion_BxM[:, :POSE_DIMS], motion_BxM[:, POSE_DIMS:],
                      method=face.decode)
-    if watermark is not None:
-      img = watermark(img)
+    if label:
+      from vasa_jax import provenance
+      img = provenance.add_label(img)
+    if wm_cfg is not None:
+      from vasa_jax import watermark
+      img = watermark.embed(img, signs_K, *wm_cfg)
     return jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.uint8)
-  return decode
+
+  return face, motion, window_step, decode, encode
 
 
 def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) -> Iterator[np.ndarray]:
@@ -167,7 +178,7 @@ def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) ->
     motion = jnp.concatenate([m["z_pose"], m["z_dyn"]], -1)
     if sampler.still:
       motion = motion.at[:, :POSE_DIMS].set(sampler.app["z_pose"][0])
-    out = np.asarray(sampler._decode(sampler.bundle.face_params, sampler.app, motion))[:b - pad]
+    out = np.asarray(sampler._decode(sampler.bundle.face_params, sampler.app, motion, sampler._signs))[:b - pad]
     for frame in out:
       sampler.frames_out += 1
       yield frame
