@@ -14,7 +14,7 @@ for ((i = 0; i < N; i++)); do
   pids+=($!)
 done
 # One process failing leaves its peers blocked in a collective: stop them all.
-trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 status=0
 for ((i = 0; i < N; i++)); do
   if ! wait -n; then status=1; kill "${pids[@]}" 2>/dev/null || true; break; fi
