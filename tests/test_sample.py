@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vasa_jax import bundle, cli, media, sample, stream
+from vasa_jax import bundle, cli, media, sample, stream, watermark
 from vasa_jax.data import extract_motion, synthetic
 from vasa_jax.motion import Controls
 from vasa_jax.train import __main__ as train_main
@@ -38,12 +38,18 @@ def _portrait():
   return media.load_image(sample.EXAMPLE_IMAGE)
 
 
+def _marker(model):
+  """A fixed payload: by default each video gets a fresh generation id (and so other bits)."""
+  return watermark.Watermarker(watermark.make_payload(model.digest, generation_id=1))
+
+
 def test_streaming_equals_offline_and_never_recompiles(tiny_bundle):
   model = bundle.load(tiny_bundle)
   audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000 * 2 + 123]   # 2 s: several windows and a partial one.
   frames = {}
   for mode, chunk in (("offline", None), ("stream", 3200), ("ragged", 1777)):
-    s = stream.StreamingSampler(model, _portrait(), controls=Controls(gaze=(0.1, 0.0)), steps=3, seed=7)
+    s = stream.StreamingSampler(model, _portrait(), controls=Controls(gaze=(0.1, 0.0)), steps=3, seed=7,
+                                watermark=_marker(model))
     frames[mode] = np.stack(list(stream.generate(s, audio, chunk_samples=chunk)))
     assert s.compiled_steps() == {"window": 1, "decode": 1}
   expected = -(-audio.size // 640)
@@ -55,13 +61,20 @@ def test_streaming_equals_offline_and_never_recompiles(tiny_bundle):
 def test_frames_follow_the_seed_and_still_mode(tiny_bundle):
   model = bundle.load(tiny_bundle)
   audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000]
-  run = lambda **kw: np.stack(list(stream.generate(stream.StreamingSampler(model, _portrait(), steps=2, **kw),  # noqa: E731
-                                                   audio)))
+  marker = _marker(model)
+  run = lambda **kw: np.stack(list(stream.generate(  # noqa: E731
+      stream.StreamingSampler(model, _portrait(), steps=2, watermark=marker, **kw), audio)))
   a, b, c = run(seed=1), run(seed=1), run(seed=2)
   np.testing.assert_array_equal(a, b)
   assert np.abs(a.astype(int) - c.astype(int)).mean() > 0  # Another seed, other motion.
   still = run(seed=1, still=True)
   assert still.shape == a.shape
+  # The watermark is on by default, and turning it off changes the pixels.
+  plain = np.stack(list(stream.generate(stream.StreamingSampler(model, _portrait(), steps=2, seed=1,
+                                                                watermark=False), audio)))
+  assert np.abs(plain.astype(int) - a.astype(int)).mean() > 0.1
+  with pytest.raises(ValueError, match="ambiguous"):
+    stream.StreamingSampler(model, _portrait(), watermark=None)
 
 
 def test_sample_cli_end_to_end(tiny_bundle, tmp_path, capsys):

@@ -217,3 +217,15 @@ def test_rotation_matches_model_warp():
   for ypr in [(0.3, -0.2, 0.1), (-0.7, 0.4, -0.3)]:
     np.testing.assert_allclose(head.rotation(*ypr), np.asarray(warp.rotation_matrix(*map(np.float32, ypr))),
                                atol=1e-6)
+
+
+def test_speak_writes_a_watermarked_video_with_provenance(tmp_path):
+  from vasa_jax import media, watermark
+  out = str(tmp_path / "speaker.mp4")
+  syn.speak(syn.EXAMPLE_SPEECH, out, identity_id=3, resolution=128, seed=0)
+  frames, fps, audio = media.read_video(out)
+  assert len(frames) == 100 and fps == 25 and abs(audio.size - 4 * 16000) <= 640
+  meta = media.read_metadata(out)
+  assert meta["ai_generated"] == "true" and meta["watermark"] == "on"
+  found = watermark.detect(out)
+  assert found.found and f"{found.payload:016x}" == meta["watermark_payload"]

@@ -71,6 +71,84 @@ def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> d
           "encode_peak_fraction": (f_enc / t_enc) / peak}
 
 
+def random_bundle(config_name: str):
+  """A bundle of randomly initialised weights at a config: the real code path, untrained."""
+  from vasa_jax import bundle
+  from vasa_jax.models import face_latent
+  from vasa_jax.motion import MotionModel
+  cfg = config.load(config_name)
+  face = face_latent.FaceLatent(cfg.face)
+  s = cfg.face.image_size
+  img = jnp.zeros((1, s, s, 3))
+  face_params = jax.jit(face.init)(jax.random.key(0), img, img)
+  m = 6 + cfg.face.z_dyn
+  motion_params = jax.jit(MotionModel(cfg, m).init)(jax.random.key(1))
+  return bundle.Bundle(face_cfg=cfg, motion_cfg=cfg, face_params=face_params, motion_params=motion_params,
+                       mean=np.zeros(m, np.float32), std=np.ones(m, np.float32), digest="random", path="")
+
+
+def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: bool, steps: int | None) -> dict:
+  """Portrait + audio -> frames through the streaming sampler, per stage."""
+  from vasa_jax import media, sample, stream
+  model = random_bundle(config_name)
+  portrait = media.load_image(sample.EXAMPLE_IMAGE)
+  speech = media.load_audio(sample.EXAMPLE_AUDIO)
+  reps = int(np.ceil(seconds * 16000 / speech.size))
+  audio = np.tile(speech, reps)[:int(seconds * 16000)]
+  # With the watermark on, as every output path runs by default.
+  from vasa_jax import watermark
+  marker = watermark.Watermarker(watermark.make_payload(model.digest, 0))
+  mk = lambda: stream.StreamingSampler(model, portrait, steps=steps, seed=0, watermark=marker)  # noqa: E731
+  warm = mk()
+  w, k, spf = warm.window, warm.context, warm.spf
+  # Compile both steps (and measure their FLOPs) before any timing.
+  wav = jnp.zeros((1, (k + w) * spf))
+  args = (model.motion_params, wav, jnp.zeros((1, k, model.mean.size)), jnp.ones((1, k + w), bool),
+          jnp.zeros((1, 2)), jnp.zeros((1,)), jnp.zeros((1, 5)), jnp.zeros((1, 3), bool), jnp.zeros((1,), bool),
+          jax.random.key(0))
+  window_flops = _flops(warm._window_step, *args)
+  motion = jnp.zeros((warm.decode_batch, model.mean.size))
+  decode_flops = _flops(warm._decode, model.face_params, warm.app, motion, warm._signs) / warm.decode_batch
+  t_window = _best_time(warm._window_step, *args, repeats=2, min_time=0.0)
+  t_decode = _best_time(warm._decode, model.face_params, warm.app, motion, warm._signs, repeats=2, min_time=0.0)
+  feats = jax.jit(warm.motion.features)
+  t_feats = _best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
+  size = model.face_cfg.face.image_size
+  t_encode = _best_time(warm._encode, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
+  frame = np.zeros((model.face_cfg.face.image_size,) * 2 + (3,), np.uint8)
+  tmp = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".bench_encode.mp4")
+  writer = media.VideoWriter(tmp, 25, with_audio=False)
+  t0 = time.perf_counter()
+  for _ in range(25):
+    writer.write(frame)
+  t_video = (time.perf_counter() - t0) / 25
+  writer.abort()
+  out = {"config": config_name, "resolution": model.face_cfg.face.image_size, "window": w, "context": k,
+         "steps": warm.steps, "guided_passes": 1 + sum(g != 0 for g in warm.guidance),
+         "portrait_encode_ms": t_encode * 1e3, "audio_features_ms_per_window": t_feats * 1e3,
+         "diffusion_ms_per_window": t_window * 1e3, "decode_ms_per_frame": t_decode / warm.decode_batch * 1e3,
+         "video_encode_ms_per_frame": t_video * 1e3,
+         "gflop_per_frame": (window_flops / w + decode_flops) / 1e9,
+         "diffusion_gflop_per_second_of_motion": window_flops / w * 25 / 1e9,
+         "decode_gflop_per_frame": decode_flops / 1e9}
+  per_frame = t_window / w + t_decode / warm.decode_batch
+  out["model_fps"] = 1.0 / per_frame
+  out["peak_fraction"] = (out["gflop_per_frame"] * 1e9 / per_frame) / peak
+  # First frame: the first window's diffusion plus one decode batch, once its audio is in.
+  out["first_frame_latency_ms"] = (t_window + t_decode) * 1e3
+  if full_clip:
+    list(stream.generate(mk(), audio[:(w + 3) * spf], chunk_samples=3200))  # Warm every code path once.
+    for mode, chunk in (("offline", None), ("streaming", 3200)):
+      s = mk()
+      t0 = time.perf_counter()
+      n = sum(1 for _ in stream.generate(s, audio, chunk_samples=chunk))
+      dt = time.perf_counter() - t0
+      out[f"{mode}_fps"] = n / dt
+      out[f"{mode}_rtf"] = dt / (audio.size / 16000)
+    out["clip_seconds"] = audio.size / 16000
+  return out
+
+
 def main(args) -> int:
   peak = matmul_peak()
   device = jax.devices()[0]
@@ -81,6 +159,9 @@ def main(args) -> int:
   sizes = {"demo": args.demo_batch, "paper": args.paper_batch}
   for name in args.configs:
     results["face"].append(bench_face(name, sizes.get(name, 1), peak, repeats=args.repeats))
+  for name in args.pipeline:
+    results.setdefault("pipeline", []).append(
+        bench_pipeline(name, peak, seconds=args.seconds, full_clip=(name != "paper"), steps=args.steps))
   print("\nstage 1 (face latent): encode once per portrait, decode every frame")
   print(f"{'config':8s} {'res':>5s} {'enc ms':>8s} {'enc GFLOP':>10s} {'dec ms/frame':>13s} "
         f"{'dec GFLOP/frame':>16s} {'dec fps':>8s} {'% peak':>7s}")
@@ -88,6 +169,24 @@ def main(args) -> int:
     print(f"{r['config']:8s} {r['resolution']:5d} {r['encode_ms']:8.1f} {r['encode_gflop']:10.2f} "
           f"{r['decode_ms_per_frame']:13.1f} {r['decode_gflop_per_frame']:16.2f} {r['decode_fps']:8.2f} "
           f"{100 * r['decode_peak_fraction']:6.1f}%")
+  for r in results.get("pipeline", []):
+    print(f"\nportrait + audio -> frames, config {r['config']} ({r['resolution']}px, W={r['window']}, K={r['context']}, "
+          f"{r['steps']} DDIM steps x {r['guided_passes']} guided passes), random weights")
+    rows = [("portrait encode (once)", f"{r['portrait_encode_ms']:.1f} ms"),
+            ("audio features per window", f"{r['audio_features_ms_per_window']:.1f} ms"),
+            ("diffusion per window", f"{r['diffusion_ms_per_window']:.1f} ms "
+             f"({r['diffusion_gflop_per_second_of_motion']:.1f} GFLOP per second of motion)"),
+            ("decode per frame", f"{r['decode_ms_per_frame']:.1f} ms ({r['decode_gflop_per_frame']:.2f} GFLOP)"),
+            ("video encode per frame", f"{r['video_encode_ms_per_frame']:.2f} ms"),
+            ("model fps (diffusion + decode)", f"{r['model_fps']:.1f}"),
+            ("FLOPs per frame", f"{r['gflop_per_frame']:.2f} GFLOP, {100 * r['peak_fraction']:.0f}% of peak"),
+            ("first-frame latency", f"{r['first_frame_latency_ms']:.0f} ms")]
+    for mode in ("offline", "streaming"):
+      if f"{mode}_fps" in r:
+        rows.append((f"{mode} ({r['clip_seconds']:.0f} s clip)",
+                     f"{r[f'{mode}_fps']:.1f} fps, real-time factor {r[f'{mode}_rtf']:.2f}"))
+    for a, b in rows:
+      print(f"  {a:32s} {b}")
   if args.json:
     from vasa_jax import media
     with media.atomic_output(args.json) as tmp:
@@ -104,6 +203,10 @@ def parser():
   p.add_argument("--demo-batch", type=int, default=8, help="frames decoded per call at the demo config")
   p.add_argument("--paper-batch", type=int, default=1, help="frames decoded per call at the paper config")
   p.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
+  p.add_argument("--pipeline", nargs="*", default=["demo", "paper"],
+                 help="configs to run the whole portrait+audio->frames path at (paper: per-stage only)")
+  p.add_argument("--seconds", type=float, default=8.0, help="audio length for the full-clip runs")
+  p.add_argument("--steps", type=int, help="DDIM steps (default: each config's)")
   p.add_argument("--json", help="write the results to this JSON file")
   return p
 

@@ -55,15 +55,7 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   """Writes a bundle from two training runs (their latest checkpoints); returns its digest."""
   from vasa_jax.train import checkpoint
   cfg1, ema1, step1 = checkpoint.load_ema(stage1_workdir)
-  ck2 = checkpoint.Checkpointer(stage2_workdir)
-  try:
-    step2 = ck2.latest_step()
-    if step2 is None:
-      raise UserError(f"{stage2_workdir!r} has no finished checkpoint yet")
-    cfg2 = ck2.config(step2)
-    state2 = ck2.restore_raw(step2)
-  finally:
-    ck2.close()
+  cfg2, state2, step2 = checkpoint.load_run(stage2_workdir)
   if "stats" not in state2:
     raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
   motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
@@ -86,7 +78,7 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   digest = _digest([ema1, stage2])
   meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
           "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
-          "stage2": {"config": cfg2, "source": os.path.abspath(stage2_workdir), "step": step2}}
+          "stage2": {"config": cfg2.to_dict(), "source": os.path.abspath(stage2_workdir), "step": step2}}
   with open(os.path.join(tmp, BUNDLE_JSON), "w") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, out_dir)

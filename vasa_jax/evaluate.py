@@ -134,18 +134,11 @@ def format_stage1(res: dict) -> str:
 
 
 def _load_stage2(workdir: str):
-  from vasa_jax.train import checkpoint
   from vasa_jax.motion import MotionModel
-  import ml_collections
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise UserError(f"{workdir!r} has no finished checkpoint yet")
-    cfg = ml_collections.ConfigDict(ckpt.config(step))
-    state = ckpt.restore_raw(step)
-  finally:
-    ckpt.close()
+  from vasa_jax.train import checkpoint
+  cfg, state, step = checkpoint.load_run(workdir)
+  if "stats" not in state:
+    raise UserError(f"{workdir!r} is not a stage-2 run (its state has no motion statistics)")
   mean, std = np.asarray(state["stats"]["mean"]), np.asarray(state["stats"]["std"])
   return cfg, MotionModel(cfg, motion_dim=mean.size), state["ema"], mean, std, step
 

@@ -74,7 +74,7 @@ def run(args) -> str:
               d.cfg_gaze if args.cfg_gaze is None else args.cfg_gaze, 0.0, 0.0, 0.0)
   from vasa_jax import provenance, watermark as watermark_lib
   payload = watermark_lib.make_payload(model.digest)
-  marker = None if args.no_watermark else watermark_lib.Watermarker(payload)
+  marker = False if args.no_watermark else watermark_lib.Watermarker(payload)
   if args.no_watermark:
     print("warning: --no-watermark: the video carries no invisible watermark; its metadata records that",
           file=sys.stderr)

@@ -34,8 +34,15 @@ class StreamingSampler:
 
   def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *, controls: Controls = Controls(),
                steps: int | None = None, guidance: Sequence[float] | None = None, seed: int = 0,
-               still: bool = False, decode_batch: int = 10, watermark=None, label: bool = False):
-    """`watermark`: a `watermark.Watermarker` (embedded in the decode step) or None."""
+               still: bool = False, decode_batch: int = 10, watermark=True, label: bool = False):
+    """`watermark`: True (default: a fresh payload for this bundle), a `watermark.Watermarker`,
+    or False to turn the invisible watermark off (callers must then say so in their output)."""
+    if watermark is True:
+      from vasa_jax import watermark as watermark_lib
+      watermark = watermark_lib.Watermarker(watermark_lib.make_payload(bundle.digest))
+    elif watermark is None:
+      raise ValueError("watermark=None is ambiguous: pass False to turn the watermark off explicitly")
+    watermark = watermark or None
     self.bundle = bundle
     fcfg, mcfg = bundle.face_cfg, bundle.motion_cfg
     self.window, self.context = mcfg.data.window, mcfg.data.context

@@ -59,8 +59,8 @@ class Checkpointer:
     self.manager.close()
 
 
-def load_ema(workdir: str, step: int | None = None):
-  """(config, EMA weights, step) of a run folder: what sampling and evaluation use."""
+def load_run(workdir: str, step: int | None = None):
+  """(config, saved state as nested dicts of arrays, step) of a run folder's checkpoint."""
   import ml_collections
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise UserError(f"{workdir!r} holds no checkpoints/ folder; give the --workdir of a training run")
@@ -73,6 +73,12 @@ def load_ema(workdir: str, step: int | None = None):
     state = ckpt.restore_raw(step)
   finally:
     ckpt.close()
+  return cfg, state, step
+
+
+def load_ema(workdir: str, step: int | None = None):
+  """(config, EMA weights, step) of a run folder: what sampling and evaluation use."""
+  cfg, state, step = load_run(workdir, step)
   return cfg, state["ema"], step
 
 
