@@ -14,9 +14,9 @@ FOUND, NOT_FOUND = 0, 1
 
 
 def c2pa_status(path: str) -> str:
-  """'none', 'not checked (...)' or the active manifest's claim generator."""
+  """'none', 'not checked (...)' or who made the active manifest and whether its signature holds."""
   try:
-    import c2pa  # Optional extra: `pip install c2pa-python`.
+    import c2pa  # Optional extra: `pip install 'vasa_jax[c2pa]'`.
   except ImportError:
     return "not checked (c2pa-python is not installed)"
   try:
@@ -25,7 +25,16 @@ def c2pa_status(path: str) -> str:
   except Exception:  # The library raises its own error types for "no manifest".
     return "none"
   active = store.get("manifests", {}).get(store.get("active_manifest", ""), {})
-  return f"manifest by {active.get('claim_generator', 'unknown')}"
+  # Claim v2 manifests name their generator only in claim_generator_info.
+  info = (active.get("claim_generator_info") or [{}])[0]
+  generator = active.get("claim_generator") or "/".join(str(info[k]) for k in ("name", "version") if k in info)
+  # "Trusted": signer on the validator's trust list; "Valid": signature and hashes hold, signer unknown.
+  state = store.get("validation_state", "")
+  text = f"manifest by {generator or 'unknown'}, signature {'valid' if state in ('Valid', 'Trusted') else 'invalid'}"
+  if state == "Trusted":
+    text += ", signer trusted"
+  failures = [s.get("code", "?") for s in store.get("validation_status", [])]
+  return text + (f" ({', '.join(failures)})" if failures else "")
 
 
 def report(path: str, max_frames: int = 500) -> dict:
