@@ -55,6 +55,12 @@ def run(args) -> str:
   from vasa_jax.motion import Controls
 
   out = media.require_output_path(args.out, (".mp4",))
+  if (args.c2pa_cert is None) != (args.c2pa_key is None):
+    raise UserError("--c2pa-cert and --c2pa-key go together: give both PEM files (certificate chain and its "
+                    "private key) or neither")
+  if args.c2pa_cert:  # Check the credentials now rather than after minutes of generation.
+    from vasa_jax import c2pa_sign
+    c2pa_sign.load_credentials(args.c2pa_cert, args.c2pa_key)
   checkpoint = args.checkpoint or bundle_lib.DEMO_BUNDLE
   if not args.checkpoint and not os.path.isdir(checkpoint):
     raise UserError("no --checkpoint given and the demo checkpoint is not bundled in this version; "
@@ -96,6 +102,9 @@ def run(args) -> str:
     for frame in tqdm(source, total=total, unit="frame", desc="vasa_jax", disable=args.quiet):
       writer.write(frame)
     writer.close(audio)
+  if args.c2pa_cert:
+    payload_hex = None if args.no_watermark else f"{payload:016x}"
+    c2pa_sign.sign_c2pa(out, args.c2pa_cert, args.c2pa_key, payload_hex=payload_hex, checkpoint_hash=model.digest)
   return out
 
 
@@ -132,6 +141,9 @@ def parser():
   p.add_argument("--no-watermark", action="store_true",
                  help="do not embed the invisible watermark (on by default; the file's metadata records this)")
   p.add_argument("--label", action="store_true", help="also draw a visible 'AI-GENERATED' label")
+  p.add_argument("--c2pa-cert", metavar="PEM", help="sign the mp4 with a C2PA manifest: your certificate chain "
+                 "(signing certificate first); needs --c2pa-key and pip install 'vasa_jax[c2pa]'")
+  p.add_argument("--c2pa-key", metavar="PEM", help="private key of --c2pa-cert (EC P-256/384/521, RSA or Ed25519)")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   return p
 
