@@ -3,8 +3,8 @@
 Data:  python -m vasa_jax.data.synthetic --out data/syn128 --identities 200 --clips-per-identity 3 --frames 100 --resolution 128
 Run:   python -m vasa_jax.train --config configs/demo.py --data data/syn128 --workdir runs/demo_stage1
 Eval:  python -m vasa_jax.evaluate --stage 1 --data data/syn128 --workdir runs/demo_stage1
-Expect: self-reenactment PSNR on unseen identities rising past 25 dB within a few CPU hours
-        (the closing notes of the stage-1 issue record what each run reached).
+Expect: ~2.5 s per step on a 2-core CPU (5000 steps: ~3.5 h, resumable across sessions);
+        the closing notes of the stage-1 issue record what each run reached.
 """
 
 import ml_collections
@@ -37,9 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.vol_channels = 16     # Cv of V_app [D, S, S, Cv]
   c.face.vol_depth = 8        # D
   c.face.vol_size = 32        # S
-  c.face.enc_widths = (32, 64)             # appearance encoder: one halving per width
+  c.face.enc_widths = (16, 64)             # appearance encoder: one halving per width
   c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
-  c.face.motion_widths = (32, 64, 96)
+  c.face.motion_widths = (16, 48, 96)     # thin first stage: full-res convs are the slow ones on CPU
   c.face.z_id = 64
   c.face.z_dyn = 64
   c.face.flow_channels = 16
@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.gan = 0.1
   c.loss.fm = 4.0
   c.loss.pose_cons = 1.0
-  c.loss.dyn_cons = 1.0
+  c.loss.dyn_cons = 0.0         # two more decodes per example: off to fit a CPU budget (pose_cons kept)
   c.loss.cross_id = 0.2
   c.loss.motion_cos = 0.05
   c.loss.motion_scale = 5.0     # CosFace s, m for motion descriptors (MegaPortraits)
@@ -76,8 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.id_margin = 0.2
 
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 8          # global, split over all devices
-  c.train.steps = 20000
+  c.train.batch_size = 4          # global, split over all devices
+  c.train.steps = 5000
   c.train.lr_gen = 2e-4
   c.train.lr_disc = 2e-4
   c.train.lr_idnet = 1e-3
@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.grad_clip = 1.0
   c.train.ema_decay = 0.999
-  c.train.gan_start = 3000         # steps of plain reconstruction before the GAN starts
+  c.train.gan_start = 1500         # steps of plain reconstruction before the GAN starts
   c.train.log_every = 10
   c.train.checkpoint_every = 100
   c.train.preview_every = 100
