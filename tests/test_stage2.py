@@ -1,7 +1,6 @@
 """Stage 2 on the tiny config: train + resume, sliding-window sampling, evaluation."""
 
 import json
-import os
 
 import jax
 import numpy as np

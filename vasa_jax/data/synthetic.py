@@ -38,7 +38,6 @@ import os
 
 import numpy as np
 
-from vasa_jax.data import synthetic_head as head
 from vasa_jax.data import synthetic_speech as speech
 from vasa_jax.data.synthetic_head import Identity, identity_params, render_frame, render_frames  # noqa: F401
 from vasa_jax.data.synthetic_speech import MOUTH_LEAD_S, SAMPLE_RATE, synth_speech  # noqa: F401

@@ -16,7 +16,6 @@ frames that have audio; the others read the audio null (the end of a clip).
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 

@@ -14,10 +14,9 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -127,7 +126,7 @@ def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *
   scalars = _Scalars(workdir)
   pending: list[tuple[int, dict]] = []
   accum: dict[str, list[float]] = {}
-  t0, steps_timed = time.time(), 0
+  t_log, step_log = time.time(), start  # Rate over the last log interval (the first includes compiling).
   step = start
 
   def fetch(entry):
@@ -161,9 +160,9 @@ def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *
         if step % t.log_every == 0 or step == last:
           while pending:
             fetch(pending.pop(0))
-          elapsed = time.time() - t0
-          steps_timed = steps_timed or 1
-          rate = (step - start) / max(elapsed, 1e-9)
+          now = time.time()
+          rate = (step - step_log) / max(now - t_log, 1e-9)
+          t_log, step_log = now, step
           means = {k: float(np.mean(v)) for k, v in accum.items()}
           means["perf/steps_per_s"] = rate
           scalars.write(step, means)
