@@ -183,7 +183,8 @@ class Stage1:
         new_params["idnet"], new_params["id_classes"] = applied
       else:
         new_params[group] = applied
-    decay = self.cfg.train.ema_decay
+    # Warm-up (1 + n) / (10 + n): early EMA weights follow training instead of staying at init.
+    decay = jnp.minimum(self.cfg.train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema = jax.tree.map(lambda e, q: decay * e + (1.0 - decay) * q, state.ema, new_params["gen"])
     ema = _select(finite, ema, state.ema)
     metrics = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,

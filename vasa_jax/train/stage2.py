@@ -84,7 +84,8 @@ class Stage2:
     params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b_: jnp.where(finite, a, b_), new, old)  # noqa: E731
     params, opt = keep(params, state.params), keep(opt, state.opt)
-    decay = self.cfg.motion_train.ema_decay
+    # Warm-up (1 + n) / (10 + n): early EMA weights follow training instead of staying at init.
+    decay = jnp.minimum(self.cfg.motion_train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema = keep(jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params), state.ema)
     metrics = {"loss/x0": loss, "finite": finite.astype(jnp.float32),
                "grad_norm": optax.tree.norm(grads)}
