@@ -9,6 +9,7 @@ this machine's measured matmul peak (a 2048^3 float32 matmul).
 import json
 import os
 import platform
+import tempfile
 import time
 from typing import Callable
 
@@ -120,7 +121,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   size = model.face_cfg.face.image_size
   t_encode = _best_time(warm._encode, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
   frame = np.zeros((model.face_cfg.face.image_size,) * 2 + (3,), np.uint8)
-  tmp = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".bench_encode.mp4")
+  tmp = os.path.join(tempfile.gettempdir(), "vasa_jax_bench_encode.mp4")  # Aborted: never published.
   writer = media.VideoWriter(tmp, 25, with_audio=False)
   t0 = time.perf_counter()
   for _ in range(25):
