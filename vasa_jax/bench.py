@@ -107,11 +107,17 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   args = (model.motion_params, wav, jnp.zeros((1, k, model.mean.size)), jnp.ones((1, k + w), bool),
           jnp.zeros((1, 2)), jnp.zeros((1,)), jnp.zeros((1, 5)), jnp.zeros((1, 3), bool), jnp.zeros((1,), bool),
           jax.random.key(0))
-  # XLA's cost analysis counts a loop body once, so the DDIM loop is costed from a 1-step
-  # sampler: features + steps x (one guided denoising step).
-  one_step = warm.motion.window_step_fn(1, warm.guidance)
-  features_flops = _flops(jax.jit(warm.motion.features), model.motion_params, wav)
-  window_flops = features_flops + warm.steps * (_flops(one_step, *args) - features_flops)
+  # XLA's cost analysis counts a loop body once, so the window is costed as its parts:
+  # audio features once + steps x one guided denoising call (all guidance variants).
+  from vasa_jax import diffusion
+  mm, m = warm.motion, model.mean.size
+  ctx = {"prev": jnp.zeros((1, k, m)), "audio": jnp.zeros((1, k + w, mm.cfg.audio.dim)), "gaze": jnp.zeros((1, 2)),
+         "distance": jnp.zeros((1,)), "emotion": jnp.zeros((1, 5))}
+  base = jnp.zeros((1, 5), bool)
+  guided = jax.jit(lambda p, c, x, t: diffusion.guided_x0(mm.guided_denoiser(p, c, base), x, t, warm.guidance))
+  step_flops = _flops(guided, model.motion_params, ctx, jnp.zeros((1, w, m)), jnp.zeros((1,), jnp.int32))
+  features_flops = _flops(jax.jit(mm.features), model.motion_params, wav)
+  window_flops = features_flops + warm.steps * step_flops
   motion = jnp.zeros((warm.decode_batch, model.mean.size))
   decode_flops = _flops(warm._decode, model.face_params, warm.app, motion, warm._signs) / warm.decode_batch
   t_window = _best_time(warm._window_step, *args, repeats=2, min_time=0.0)

@@ -95,16 +95,20 @@ class MotionModel:
                     base_drop_BxC, audio_valid_BxL=None):
     """DDIM with multi-condition guidance. `base_drop` marks conditions that are absent
     for every variant (no context yet, a control not given)."""
-    b = noise_BxWxM.shape[0]
+    denoise = self.guided_denoiser(params, ctx, base_drop_BxC, audio_valid_BxL)
+    return diffusion.ddim_sample(denoise, noise_BxWxM, self.alpha_bar, steps, guidance=guidance)
+
+  def guided_denoiser(self, params, ctx: dict, base_drop_BxC, audio_valid_BxL=None):
+    """`denoise(x_t, t, drop_mask_VxC) -> [V, B, W, M]`: all guidance variants as one batch."""
 
     def denoise(x_t, t_B, mask_VxC):
-      v = mask_VxC.shape[0]
+      b, v = x_t.shape[0], mask_VxC.shape[0]
       rep = lambda a: None if a is None else jnp.concatenate([a] * v)  # noqa: E731
       drop = jnp.repeat(mask_VxC, b, axis=0) | rep(base_drop_BxC)
       out = self.denoise(params, rep(x_t), rep(t_B), jax.tree.map(rep, ctx), drop, rep(audio_valid_BxL))
       return out.reshape((v,) + x_t.shape)
 
-    return diffusion.ddim_sample(denoise, noise_BxWxM, self.alpha_bar, steps, guidance=guidance)
+    return denoise
 
   def sample_sequence(self, params, audio_S, first_motion_M, controls: Controls, rng, *, steps: int,
                       guidance: Sequence[float], num_frames: int | None = None, seed_context: bool = True):
