@@ -61,14 +61,13 @@ class StreamingSampler:
     self._signs = (jnp.zeros((0,)) if watermark is None else watermark.signs_K)
     self.spf = self.motion.samples_per_frame
     size = fcfg.face.image_size
-    img = jax.image.resize(jnp.asarray(portrait_HxWx3, jnp.float32), (size, size, 3), "linear")[None]
+    img = jax.image.resize(jnp.asarray(center_square(portrait_HxWx3), jnp.float32), (size, size, 3), "linear")[None]
     self.app = self._encode(bundle.face_params, img)
     first = jnp.concatenate([self.app["z_pose"], self.app["z_dyn"]], -1)[0]
     self.first_motion = np.asarray((first - self.mean) / self.std)
     self._prev = np.tile(self.first_motion[None], (self.context, 1))
     # Audio of the K context frames precedes the first window: silence, as in training.
     self._audio = np.zeros(self.context * self.spf, np.float32)
-    self._left = np.zeros(0, np.float32)
     self._consumed = 0          # Frames of real audio already turned into video.
     self._received = 0          # Samples of real audio received.
     self.frames_out = 0
@@ -175,6 +174,9 @@ def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) ->
   size = sampler.bundle.face_cfg.face.image_size
   encode_motion = jax.jit(lambda p, x: face.apply(p, x, method=face.encode_motion))
   b = sampler.decode_batch
+  h, w = frames_TxHxWx3.shape[1:3]
+  side = min(h, w)
+  frames_TxHxWx3 = frames_TxHxWx3[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
   for start in range(0, len(frames_TxHxWx3), b):
     chunk = frames_TxHxWx3[start:start + b].astype(np.float32) / 255.0
     pad = b - len(chunk)
@@ -189,6 +191,14 @@ def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) ->
     for frame in out:
       sampler.frames_out += 1
       yield frame
+
+
+def center_square(img_HxWx3: np.ndarray) -> np.ndarray:
+  """The central square of a portrait: the model works on square, face-centred frames."""
+  h, w = img_HxWx3.shape[:2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  return img_HxWx3[top:top + side, left:left + side]
 
 
 def generate(sampler: StreamingSampler, audio: np.ndarray, *, chunk_samples: int | None = None
