@@ -174,9 +174,7 @@ def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) ->
   size = sampler.bundle.face_cfg.face.image_size
   encode_motion = jax.jit(lambda p, x: face.apply(p, x, method=face.encode_motion))
   b = sampler.decode_batch
-  h, w = frames_TxHxWx3.shape[1:3]
-  side = min(h, w)
-  frames_TxHxWx3 = frames_TxHxWx3[:, (h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+  frames_TxHxWx3 = center_square(frames_TxHxWx3)
   for start in range(0, len(frames_TxHxWx3), b):
     chunk = frames_TxHxWx3[start:start + b].astype(np.float32) / 255.0
     pad = b - len(chunk)
@@ -193,12 +191,13 @@ def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) ->
       yield frame
 
 
-def center_square(img_HxWx3: np.ndarray) -> np.ndarray:
-  """The central square of a portrait: the model works on square, face-centred frames."""
-  h, w = img_HxWx3.shape[:2]
+def center_square(img_xHxWx3: np.ndarray) -> np.ndarray:
+  """The central square of a portrait (or of every frame of `[T, H, W, 3]`): the model works
+  on square, face-centred frames."""
+  h, w = img_xHxWx3.shape[-3:-1]
   side = min(h, w)
   top, left = (h - side) // 2, (w - side) // 2
-  return img_HxWx3[top:top + side, left:left + side]
+  return img_xHxWx3[..., top:top + side, left:left + side, :]
 
 
 def generate(sampler: StreamingSampler, audio: np.ndarray, *, chunk_samples: int | None = None

@@ -60,8 +60,9 @@ def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overw
         clip["motion"] = motion
         writer.add(split, clip)
         if split == "train":
-          sums = motion.sum(0) if sums is None else sums + motion.sum(0)
-          sq = (motion.astype(np.float64) ** 2).sum(0) if sq is None else sq + (motion.astype(np.float64) ** 2).sum(0)
+          m64 = motion.astype(np.float64)
+          sums = m64.sum(0) + (0.0 if sums is None else sums)
+          sq = (m64 ** 2).sum(0) + (0.0 if sq is None else sq)
           count += len(motion)
         bar.update(1)
     bar.close()
