@@ -122,6 +122,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   decode_flops = _flops(warm._decode, model.face_params, warm.app, motion, warm._signs) / warm.decode_batch
   t_window = _best_time(warm._window_step, *args, repeats=2, min_time=0.0)
   t_decode = _best_time(warm._decode, model.face_params, warm.app, motion, warm._signs, repeats=2, min_time=0.0)
+  t_decode1 = _best_time(warm._decode, model.face_params, warm.app, motion[:1], warm._signs, repeats=2, min_time=0.0)
   feats = jax.jit(warm.motion.features)
   t_feats = _best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
   size = model.face_cfg.face.image_size
@@ -145,8 +146,12 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   per_frame = t_window / w + t_decode / warm.decode_batch
   out["model_fps"] = 1.0 / per_frame
   out["peak_fraction"] = (out["gflop_per_frame"] * 1e9 / per_frame) / peak
-  # First frame: the first window's diffusion plus one decode batch, once its audio is in.
-  out["first_frame_latency_ms"] = (t_window + t_decode) * 1e3
+  # First frame: the first window's diffusion plus the first frame's decode (alone), once the
+  # window's audio is in; measured in the streaming run below where there is one.
+  out["first_frame_latency_ms"] = (t_window + t_decode1) * 1e3
+  out["first_frame_latency_source"] = "sum of the timed steps"
+  # A live microphone also waits for one window of audio before the first window can run.
+  out["audio_buffering_ms"] = w / warm.fps * 1e3
   if full_clip:
     list(stream.generate(mk(), audio[:(w + 3) * spf], chunk_samples=3200))  # Warm every code path once.
     for mode, chunk in (("offline", None), ("streaming", 3200)):
@@ -156,6 +161,9 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
       dt = time.perf_counter() - t0
       out[f"{mode}_fps"] = n / dt
       out[f"{mode}_rtf"] = dt / (audio.size / 16000)
+      if chunk is not None:
+        out["first_frame_latency_ms"] = s.first_frame_latency * 1e3
+        out["first_frame_latency_source"] = "measured in the streaming run"
     out["clip_seconds"] = audio.size / 16000
   return out
 
@@ -191,7 +199,8 @@ def main(args) -> int:
             ("video encode per frame", f"{r['video_encode_ms_per_frame']:.2f} ms"),
             ("model fps (diffusion + decode)", f"{r['model_fps']:.1f}"),
             ("FLOPs per frame", f"{r['gflop_per_frame']:.2f} GFLOP, {100 * r['peak_fraction']:.0f}% of peak"),
-            ("first-frame latency", f"{r['first_frame_latency_ms']:.0f} ms")]
+            ("first-frame latency (compute)", f"{r['first_frame_latency_ms']:.0f} ms "
+             f"({r['first_frame_latency_source']}; + {r['audio_buffering_ms']:.0f} ms of audio buffering live)")]
     for mode in ("offline", "streaming"):
       if f"{mode}_fps" in r:
         rows.append((f"{mode} ({r['clip_seconds']:.0f} s clip)",

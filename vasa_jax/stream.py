@@ -72,6 +72,9 @@ class StreamingSampler:
     self._received = 0          # Samples of real audio received.
     self.frames_out = 0
     self.timings: dict[str, list[float]] = {"diffusion": [], "decode": []}
+    # Seconds from the first window's audio being complete to the first frame out (compute only:
+    # add W / fps of audio buffering for a live microphone).
+    self.first_frame_latency: float | None = None
 
   # ------------------------------------------------------------------ streaming API
 
@@ -98,7 +101,8 @@ class StreamingSampler:
     self._audio = np.zeros(0, np.float32)
 
   def compiled_steps(self) -> dict[str, int]:
-    """How many times each jitted step has been compiled (1 each once running)."""
+    """How many times each jitted step has been compiled: 1 window step; 2 decodes (the first
+    frame alone, then full batches) once running, for any length of audio."""
     return {"window": self._window_step._cache_size(), "decode": self._decode._cache_size()}
 
   # ------------------------------------------------------------------ internals
@@ -110,7 +114,7 @@ class StreamingSampler:
     valid = np.ones((1, k + w), bool)
     valid[0, k + valid_frames:] = False
     self._rng, sub = jax.random.split(self._rng)
-    t0 = time.perf_counter()
+    t_start = t0 = time.perf_counter()
     window = self._window_step(self.bundle.motion_params, jnp.asarray(wav[None]), jnp.asarray(self._prev[None]),
                                jnp.asarray(valid), jnp.asarray(gaze), jnp.asarray(dist), jnp.asarray(emo),
                                jnp.asarray(present), jnp.asarray([False]), sub)
@@ -122,15 +126,22 @@ class StreamingSampler:
       first = self.first_motion * np.asarray(self.std) + np.asarray(self.mean)
       motion[:, :POSE_DIMS] = first[:POSE_DIMS]
     n = valid_frames
-    for start in range(0, n, self.decode_batch):
+    # Fixed batch sizes, one compiled decode each: the stream's very first frame is decoded
+    # alone so that it comes out as early as possible, then `decode_batch` frames per call.
+    alone = int(self.frames_out == 0 and self.decode_batch > 1)
+    bounds = sorted({0, alone, *range(alone + self.decode_batch, n, self.decode_batch), n})
+    for start, end in zip(bounds[:-1], bounds[1:]):
       t0 = time.perf_counter()
-      chunk = motion[start:min(start + self.decode_batch, n)]
-      pad = self.decode_batch - len(chunk)  # A fixed batch: one compiled decode.
+      chunk = motion[start:end]
+      size = 1 if alone and start == 0 else self.decode_batch
+      pad = size - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
       frames = np.asarray(self._decode(self.bundle.face_params, self.app, jnp.asarray(chunk), self._signs))
       frames = frames[:len(chunk) - pad]
       self.timings["decode"].append(time.perf_counter() - t0)
+      if self.first_frame_latency is None:
+        self.first_frame_latency = time.perf_counter() - t_start
       for frame in frames:
         self.frames_out += 1
         yield frame
