@@ -26,6 +26,8 @@ def test_two_processes_train_and_checkpoint_together(tmp_path):
   assert res.returncode == 0, res.stderr[-3000:]
   # Both processes report the same global metrics, one line each per step.
   lines = [l for l in res.stdout.splitlines() if l.startswith("step 2/2")]
-  assert len(lines) == 2 and lines[0].split(" 0.")[0] == lines[1].split(" 0.")[0]
+  # Only the metrics must agree: each process times its own steps, so the steps/s figures differ.
+  metrics = [[tok for tok in l.split() if "=" in tok] for l in lines]
+  assert len(lines) == 2 and metrics[0] and metrics[0] == metrics[1], lines
   assert checkpoint.Checkpointer(workdir).latest_step() == 2
   assert os.listdir(os.path.join(workdir, "previews")) == ["step_0000002.png"]
