@@ -3,7 +3,8 @@
     portrait + audio -> encoders -> motion diffusion -> decoder -> frames -> mp4
 
 With no arguments it uses the bundled demo checkpoint on the bundled example
-portrait and speech and writes `vasa_jax_demo.mp4` into the current folder.
+portrait (a synthetic head of an unseen identity) and speech, and writes
+`vasa_jax_demo.mp4` into the current folder.
 """
 
 import os
@@ -18,6 +19,9 @@ from vasa_jax.errors import UserError
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 EXAMPLE_IMAGE = os.path.join(EXAMPLES, "portrait.jpg")
 EXAMPLE_AUDIO = os.path.join(EXAMPLES, "speech.wav")
+# The default portrait: a synthetic head of a held-out benchmark identity (the demo model never saw
+# it in training), the kind of face the demo model was trained on.
+DEMO_IMAGE = os.path.join(EXAMPLES, "synthetic_portrait.png")
 EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry")
 
 
@@ -118,7 +122,8 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.sample",
                       "Generate a talking-face video from one portrait and one speech clip. With no arguments, "
                       "the bundled demo model animates the bundled example portrait with the example speech.")
-  p.add_argument("--image", default=EXAMPLE_IMAGE, help="portrait (PNG, JPEG, WebP or BMP); default: the example")
+  p.add_argument("--image", default=DEMO_IMAGE, help="portrait (PNG, JPEG, WebP or BMP); default: a synthetic "
+                 "head the demo model never saw (vasa_jax/examples/portrait.jpg is a real photo to try)")
   p.add_argument("--audio", default=EXAMPLE_AUDIO, help="speech (wav, flac, mp3, m4a, ogg/opus, or a video's "
                  "audio); default: the example")
   p.add_argument("--out", default="vasa_jax_demo.mp4", help="mp4 to write")

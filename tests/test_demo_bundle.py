@@ -1,0 +1,55 @@
+"""The demo bundle shipped inside the package: present, small, trained, and what `sample` runs by default."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vasa_jax import bundle, cli, media, sample, watermark
+from vasa_jax.models import face_latent
+
+
+def test_demo_bundle_is_shipped_small_and_consistent():
+  assert os.path.isfile(os.path.join(bundle.DEMO_BUNDLE, bundle.BUNDLE_JSON)), "demo bundle missing from the package"
+  size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(bundle.DEMO_BUNDLE) for f in fs)
+  assert size <= 40 * 2**20, f"demo bundle is {size / 2**20:.1f} MiB; the budget is 40"
+  model = bundle.load(bundle.DEMO_BUNDLE)
+  with open(os.path.join(bundle.DEMO_BUNDLE, bundle.BUNDLE_JSON)) as f:
+    meta = json.load(f)
+  # The digest in bundle.json is the hash of the weights that were loaded.
+  assert bundle._digest([model.face_params, {"params": model.motion_params, "mean": model.mean,
+                                             "std": model.std}]) == meta["digest"] == model.digest
+  assert model.face_cfg.name == model.motion_cfg.name == "demo"
+  assert model.mean.size == 6 + model.face_cfg.face.z_dyn and np.all(model.std > 0)
+
+
+def test_demo_stage1_reconstructs_an_unseen_head():
+  """Trained weights, not random ones: the portrait driven by its own motion comes back."""
+  model = bundle.load(bundle.DEMO_BUNDLE)
+  net = face_latent.FaceLatent(model.face_cfg.face)
+  size = model.face_cfg.face.image_size
+  img = jax.image.resize(jnp.asarray(media.load_image(sample.DEMO_IMAGE)), (size, size, 3), "linear")[None]
+  app = net.apply(model.face_params, img, method=net.encode)
+  out = net.apply(model.face_params, app["v_app"], app["z_id"], app["z_pose"], app["z_dyn"], method=net.decode)
+  psnr = float(-10 * jnp.log10(jnp.mean((jnp.clip(out, 0, 1) - img) ** 2)))
+  assert psnr > 20.0, f"self-reconstruction PSNR {psnr:.1f} dB"
+
+
+@pytest.mark.slow
+def test_sample_with_no_arguments_writes_a_watermarked_video(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  assert cli.run(sample.main, sample.parser(), ["--quiet"]) == 0
+  path = capsys.readouterr().out.strip()
+  assert path == str(tmp_path / "vasa_jax_demo.mp4")
+  frames, fps, audio = media.read_video(path)
+  speech = media.load_audio(sample.EXAMPLE_AUDIO)
+  assert fps == 25 and frames.shape[1:] == (128, 128, 3)
+  assert abs(len(frames) - speech.size / 640) <= 1
+  # The lips move: frames differ over time, most in the lower middle of the face.
+  assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0.2
+  found = watermark.detect(path)
+  tag = watermark.checkpoint_tag(bundle.load(bundle.DEMO_BUNDLE).digest)
+  assert found.found and found.fields["checkpoint_tag"] == f"{tag:06x}"
