@@ -48,7 +48,7 @@ def test_sample_with_no_arguments_writes_a_watermarked_video(tmp_path, monkeypat
   speech = media.load_audio(sample.EXAMPLE_AUDIO)
   assert fps == 25 and frames.shape[1:] == (128, 128, 3)
   assert abs(len(frames) - speech.size / 640) <= 1
-  # The lips move: frames differ over time, most in the lower middle of the face.
+  # Generated motion, not a still: consecutive frames differ.
   assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0.2
   found = watermark.detect(path)
   tag = watermark.checkpoint_tag(bundle.load(bundle.DEMO_BUNDLE).digest)
