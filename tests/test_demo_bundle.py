@@ -10,11 +10,12 @@ import pytest
 
 from vasa_jax import bundle, cli, media, sample, watermark
 from vasa_jax.models import face_latent
+from vasa_jax.train import stage1
 
 
 def test_demo_bundle_is_shipped_small_and_consistent():
   assert os.path.isfile(os.path.join(bundle.DEMO_BUNDLE, bundle.BUNDLE_JSON)), "demo bundle missing from the package"
-  size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(bundle.DEMO_BUNDLE) for f in fs)
+  size = bundle.size_bytes(bundle.DEMO_BUNDLE)
   assert size <= 40 * 2**20, f"demo bundle is {size / 2**20:.1f} MiB; the budget is 40"
   model = bundle.load(bundle.DEMO_BUNDLE)
   with open(os.path.join(bundle.DEMO_BUNDLE, bundle.BUNDLE_JSON)) as f:
@@ -34,7 +35,7 @@ def test_demo_stage1_reconstructs_an_unseen_head():
   img = jax.image.resize(jnp.asarray(media.load_image(sample.DEMO_IMAGE)), (size, size, 3), "linear")[None]
   app = net.apply(model.face_params, img, method=net.encode)
   out = net.apply(model.face_params, app["v_app"], app["z_id"], app["z_pose"], app["z_dyn"], method=net.decode)
-  psnr = float(-10 * jnp.log10(jnp.mean((jnp.clip(out, 0, 1) - img) ** 2)))
+  psnr = float(stage1.psnr(out, img))
   assert psnr > 20.0, f"self-reconstruction PSNR {psnr:.1f} dB"
 
 

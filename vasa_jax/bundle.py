@@ -111,10 +111,14 @@ def load(path: str) -> Bundle:
                 mean=np.asarray(s2["mean"]), std=np.asarray(s2["std"]), digest=meta["digest"], path=path)
 
 
+def size_bytes(path: str) -> int:
+  """Total size of the files in a bundle folder."""
+  return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
 def main(args) -> int:
   digest = export(args.stage1, args.stage2, args.out, overwrite=args.overwrite)
-  size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(args.out) for f in fs)
-  print(f"wrote bundle {args.out} ({size / 2**20:.1f} MiB, digest {digest})")
+  print(f"wrote bundle {args.out} ({size_bytes(args.out) / 2**20:.1f} MiB, digest {digest})")
   return 0
 
 
