@@ -21,7 +21,7 @@ def test_demo_bundle_is_shipped_small_and_consistent():
   with open(os.path.join(bundle.DEMO_BUNDLE, bundle.BUNDLE_JSON)) as f:
     meta = json.load(f)
   # The digest in bundle.json is the hash of the weights that were loaded.
-  assert bundle._digest([model.face_params, {"params": model.motion_params, "mean": model.mean,
+  assert bundle.digest([model.face_params, {"params": model.motion_params, "mean": model.mean,
                                              "std": model.std}]) == meta["digest"] == model.digest
   assert model.face_cfg.name == model.motion_cfg.name == "demo"
   assert model.mean.size == 6 + model.face_cfg.face.z_dyn and np.all(model.std > 0)

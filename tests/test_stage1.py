@@ -68,7 +68,8 @@ def test_train_two_steps_checkpoint_and_resume_from_the_cli(corpus, tmp_path, ca
   assert res["step"] == 3 and res["clips"] == 2 and res["cross_clips"] == 2
   assert 0 < res["self_psnr"] < 60 and 0 < res["cross_psnr"] < 60 and "pose_err_out" in res
   # Stage-2 data: the run's encoders turn every clip into per-frame motion.
-  from vasa_jax.data import extract_motion, records
+  from vasa_jax.data import records
+  from vasa_jax.train import extract_motion
   motion_dir = str(tmp_path / "motion")
   stats = extract_motion.extract(workdir, corpus, motion_dir, batch=8, progress=False)
   cfg = config.load("tiny")

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vasa_jax import config
+from vasa_jax import bundle, cli, config, diffusion, media, sample, stream, watermark
+from vasa_jax.face_model import FaceModel
+from vasa_jax.motion import MotionModel
 
 
 def _best_time(fn: Callable, *args, repeats: int = 3, min_time: float = 0.5) -> float:
@@ -49,17 +51,15 @@ def matmul_peak(n: int = 2048) -> float:
 
 def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> dict:
   """Stage-1 encode (once per portrait) and decode (every frame) at a config."""
-  from vasa_jax.models import face_latent
   cfg = config.load(config_name)
-  model = face_latent.FaceLatent(cfg.face)
+  face = FaceModel(cfg.face)
   s = cfg.face.image_size
   img1 = jax.random.uniform(jax.random.key(0), (1, s, s, 3))
-  params = jax.jit(model.init)(jax.random.key(1), img1, img1)
-  encode = jax.jit(lambda p, x: model.apply(p, x, method=model.encode))
+  params = jax.jit(face.init)(jax.random.key(1))
+  encode = face.encode_jit
   lat1 = encode(params, img1)
   lat = jax.tree.map(lambda x: jnp.repeat(x, batch, 0), lat1)
-  decode = jax.jit(lambda p, l: model.apply(p, l["v_app"], l["z_id"], l["z_pose"], l["z_dyn"],
-                                            method=model.decode))
+  decode = jax.jit(lambda p, l: face.decode(p, l, l["z_pose"], l["z_dyn"]))
   t_enc = _best_time(encode, params, img1, repeats=repeats, min_time=0.2)
   t_dec = _best_time(decode, params, lat, repeats=repeats, min_time=0.2)
   f_enc = _flops(encode, params, img1)
@@ -74,15 +74,10 @@ def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> d
 
 def random_bundle(config_name: str):
   """A bundle of randomly initialised weights at a config: the real code path, untrained."""
-  from vasa_jax import bundle
-  from vasa_jax.models import face_latent
-  from vasa_jax.motion import MotionModel
   cfg = config.load(config_name)
-  face = face_latent.FaceLatent(cfg.face)
-  s = cfg.face.image_size
-  img = jnp.zeros((1, s, s, 3))
-  face_params = jax.jit(face.init)(jax.random.key(0), img, img)
-  m = 6 + cfg.face.z_dyn
+  face = FaceModel(cfg.face)
+  face_params = jax.jit(face.init)(jax.random.key(0))
+  m = face.motion_dim
   motion_params = jax.jit(MotionModel(cfg, m).init)(jax.random.key(1))
   return bundle.Bundle(face_cfg=cfg, motion_cfg=cfg, face_params=face_params, motion_params=motion_params,
                        mean=np.zeros(m, np.float32), std=np.ones(m, np.float32), digest="random", path="")
@@ -90,14 +85,12 @@ def random_bundle(config_name: str):
 
 def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: bool, steps: int | None) -> dict:
   """Portrait + audio -> frames through the streaming sampler, per stage."""
-  from vasa_jax import media, sample, stream
   model = random_bundle(config_name)
   portrait = media.load_image(sample.EXAMPLE_IMAGE)
   speech = media.load_audio(sample.EXAMPLE_AUDIO)
   reps = int(np.ceil(seconds * 16000 / speech.size))
   audio = np.tile(speech, reps)[:int(seconds * 16000)]
   # With the watermark on, as every output path runs by default.
-  from vasa_jax import watermark
   marker = watermark.Watermarker(watermark.make_payload(model.digest, 0))
   mk = lambda: stream.StreamingSampler(model, portrait, steps=steps, seed=0, watermark=marker)  # noqa: E731
   warm = mk()
@@ -109,8 +102,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
           jax.random.key(0))
   # XLA's cost analysis counts a loop body once, so the window is costed as its parts:
   # audio features once + steps x one guided denoising call (all guidance variants).
-  from vasa_jax import diffusion
-  mm, m = warm.motion, model.mean.size
+  mm, m = warm.motion_model, model.mean.size
   ctx = {"prev": jnp.zeros((1, k, m)), "audio": jnp.zeros((1, k + w, mm.cfg.audio.dim)), "gaze": jnp.zeros((1, 2)),
          "distance": jnp.zeros((1,)), "emotion": jnp.zeros((1, 5))}
   base = jnp.zeros((1, 5), bool)
@@ -119,14 +111,14 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   features_flops = _flops(jax.jit(mm.features), model.motion_params, wav)
   window_flops = features_flops + warm.steps * step_flops
   motion = jnp.zeros((warm.decode_batch, model.mean.size))
-  decode_flops = _flops(warm._decode, model.face_params, warm.app, motion, warm._signs) / warm.decode_batch
-  t_window = _best_time(warm._window_step, *args, repeats=2, min_time=0.0)
-  t_decode = _best_time(warm._decode, model.face_params, warm.app, motion, warm._signs, repeats=2, min_time=0.0)
-  t_decode1 = _best_time(warm._decode, model.face_params, warm.app, motion[:1], warm._signs, repeats=2, min_time=0.0)
-  feats = jax.jit(warm.motion.features)
+  decode_flops = _flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs) / warm.decode_batch
+  t_window = _best_time(warm.window_step, *args, repeats=2, min_time=0.0)
+  t_decode = _best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, repeats=2, min_time=0.0)
+  t_decode1 = _best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, repeats=2, min_time=0.0)
+  feats = jax.jit(warm.motion_model.features)
   t_feats = _best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
   size = model.face_cfg.face.image_size
-  t_encode = _best_time(warm._encode, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
+  t_encode = _best_time(warm.encode_step, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
   frame = np.zeros((model.face_cfg.face.image_size,) * 2 + (3,), np.uint8)
   tmp = os.path.join(tempfile.gettempdir(), "vasa_jax_bench_encode.mp4")  # Aborted: never published.
   writer = media.VideoWriter(tmp, 25, with_audio=False)
@@ -208,7 +200,6 @@ def main(args) -> int:
     for a, b in rows:
       print(f"  {a:32s} {b}")
   if args.json:
-    from vasa_jax import media
     with media.atomic_output(args.json) as tmp:
       with open(tmp, "w") as f:
         json.dump(results, f, indent=1)
@@ -217,7 +208,6 @@ def main(args) -> int:
 
 
 def parser():
-  from vasa_jax import cli
   p = cli.make_parser("python -m vasa_jax.bench", "Benchmark the real code paths and print a table.")
   p.add_argument("--configs", nargs="*", default=["demo", "paper"], help="configs to measure stage 1 at")
   p.add_argument("--demo-batch", type=int, default=8, help="frames decoded per call at the demo config")
@@ -232,5 +222,4 @@ def parser():
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(main, parser())

@@ -8,15 +8,14 @@ discriminator):
   BUNDLE/stage2/   Orbax: {"params": motion EMA weights, "mean": [M], "std": [M]}
   BUNDLE/bundle.json   both configs, where each stage came from, a content hash
 
-`python -m vasa_jax.bundle --stage1 RUN1 --stage2 RUN2 --out DIR` exports one from
-two training run folders.
+`python -m vasa_jax.train.export --stage1 RUN1 --stage2 RUN2 --out DIR` exports one
+from two training run folders; loading one needs nothing from the trainer.
 """
 
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -42,7 +41,8 @@ class Bundle:
   path: str
 
 
-def _digest(tree) -> str:
+def digest(tree) -> str:
+  """A short content hash of a pytree of arrays: names the weights in watermarks and metadata."""
   h = hashlib.sha256()
   for leaf in jax.tree.leaves(tree):
     a = np.ascontiguousarray(np.asarray(leaf))
@@ -51,49 +51,15 @@ def _digest(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite: bool = False) -> str:
-  """Writes a bundle from two training runs (their latest checkpoints); returns its digest."""
-  from vasa_jax.train import checkpoint
-  cfg1, ema1, step1 = checkpoint.load_ema(stage1_workdir)
-  cfg2, state2, step2 = checkpoint.load_run(stage2_workdir)
-  if "stats" not in state2:
-    raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
-  motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
-  if motion_dim != 6 + cfg1.face.z_dyn:
-    raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d motion but stage 1 expects "
-                    f"6 + {cfg1.face.z_dyn}; train stage 2 on this stage-1 run's extract_motion corpus")
-  if os.path.exists(out_dir):
-    if not overwrite:
-      raise UserError(f"{out_dir} already exists; choose a new folder or pass --overwrite")
-    shutil.rmtree(out_dir)
-  tmp = out_dir.rstrip("/") + ".partial"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  ckptr = ocp.StandardCheckpointer()
-  stage2 = {"params": state2["ema"], "mean": np.asarray(state2["stats"]["mean"], np.float32),
-            "std": np.asarray(state2["stats"]["std"], np.float32)}
-  ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
-  ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
-  ckptr.wait_until_finished()
-  digest = _digest([ema1, stage2])
-  meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
-          "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
-          "stage2": {"config": cfg2.to_dict(), "source": os.path.abspath(stage2_workdir), "step": step2}}
-  with open(os.path.join(tmp, BUNDLE_JSON), "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, out_dir)
-  return digest
-
-
 def load(path: str) -> Bundle:
   """Loads a bundle folder; a clear error names what is missing."""
   meta_path = os.path.join(path, BUNDLE_JSON)
   if not os.path.isdir(path):
     raise UserError(f"checkpoint {path!r} does not exist; give a bundle folder written by "
-                    "python -m vasa_jax.bundle")
+                    "python -m vasa_jax.train.export")
   if not os.path.isfile(meta_path):
     raise UserError(f"checkpoint {path!r} has no {BUNDLE_JSON}; it is not a vasa_jax bundle "
-                    "(export one with python -m vasa_jax.bundle --stage1 RUN --stage2 RUN --out DIR)")
+                    "(export one with python -m vasa_jax.train.export --stage1 RUN --stage2 RUN --out DIR)")
   with open(meta_path) as f:
     try:
       meta = json.load(f)
@@ -114,25 +80,3 @@ def load(path: str) -> Bundle:
 def size_bytes(path: str) -> int:
   """Total size of the files in a bundle folder."""
   return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
-
-
-def main(args) -> int:
-  digest = export(args.stage1, args.stage2, args.out, overwrite=args.overwrite)
-  print(f"wrote bundle {args.out} ({size_bytes(args.out) / 2**20:.1f} MiB, digest {digest})")
-  return 0
-
-
-def parser():
-  from vasa_jax import cli
-  p = cli.make_parser("python -m vasa_jax.bundle",
-                      "Export the EMA weights of a stage-1 and a stage-2 run as one inference bundle.")
-  p.add_argument("--stage1", required=True, help="stage-1 training run folder")
-  p.add_argument("--stage2", required=True, help="stage-2 training run folder")
-  p.add_argument("--out", required=True, help="bundle folder to write")
-  p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
-  return p
-
-
-if __name__ == "__main__":
-  from vasa_jax import cli
-  cli.main_entry(main, parser())

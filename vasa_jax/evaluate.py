@@ -20,28 +20,27 @@ Stage 1 (`--stage 1`), over identities never seen in training:
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vasa_jax.data import records
+from vasa_jax import cli, media
+from vasa_jax.data import records, synthetic
 from vasa_jax.errors import UserError
+from vasa_jax.face_model import FaceModel, join_motion
+from vasa_jax.motion import Controls, MotionModel
+from vasa_jax.train import checkpoint, stage1
 
 ANGLES = ("yaw", "pitch", "roll")
 
 
-def _metrics_fn(model):
-  from vasa_jax.train import stage1
-
+def _metrics_fn(face: FaceModel):
   @jax.jit
   def reenact(params, src_1xHxWx3, drv_BxHxWx3, gt_BxHxWx3):
-    app = model.apply(params, src_1xHxWx3, method=model.encode)
-    motion = model.apply(params, drv_BxHxWx3, method=model.encode_motion)
-    b = drv_BxHxWx3.shape[0]
-    app = jax.tree.map(lambda x: jnp.repeat(x, b, axis=0), app)
-    out = model.apply(params, app["v_app"], app["z_id"], motion["z_pose"], motion["z_dyn"], method=model.decode)
+    app = face.encode(params, src_1xHxWx3)
+    motion = face.encode_motion(params, drv_BxHxWx3)
+    out = face.decode_motion(params, app, join_motion(motion))
     psnr = jax.vmap(stage1.psnr)(out, gt_BxHxWx3)
     ssim = jax.vmap(lambda a, b_: stage1.ssim(a[None], b_[None]))(out, gt_BxHxWx3)
-    pose_out = model.apply(params, out, method=model.encode_motion)["z_pose"][:, :3]
+    pose_out = face.encode_motion(params, out)["z_pose"][:, :3]
     return psnr, ssim, pose_out, motion["z_pose"][:, :3]
 
   return reenact
@@ -50,8 +49,6 @@ def _metrics_fn(model):
 def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None, frame_stride: int = 4,
                     batch: int = 16) -> dict:
   """Runs the stage-1 benchmark; returns a dict of metric -> value."""
-  from vasa_jax.models import face_latent
-  from vasa_jax.train import checkpoint
   cfg, params, step = checkpoint.load_ema(workdir)
   corpus = records.open_corpus(data_dir)
   for split in ("benchmark", "benchmark_cross"):
@@ -61,8 +58,7 @@ def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None
   if tuple(corpus.manifest["resolution"]) != (cfg.face.image_size,) * 2:
     raise UserError(f"corpus {data_dir} is {corpus.manifest['resolution']} but the model renders "
                     f"{cfg.face.image_size}px")
-  model = face_latent.FaceLatent(cfg.face)
-  reenact = _metrics_fn(model)
+  reenact = _metrics_fn(FaceModel(cfg.face))
   bench = corpus.source("benchmark")
   index = corpus.index("benchmark")
   n = len(index) if max_clips is None else min(len(index), max_clips)
@@ -134,8 +130,6 @@ def format_stage1(res: dict) -> str:
 
 
 def _load_stage2(workdir: str):
-  from vasa_jax.motion import MotionModel
-  from vasa_jax.train import checkpoint
   cfg, state, step = checkpoint.load_run(workdir)
   if "stats" not in state:
     raise UserError(f"{workdir!r} is not a stage-2 run (its state has no motion statistics)")
@@ -158,11 +152,22 @@ def _fit_probe(corpus, names, max_clips=400):
   return (lambda m: np.concatenate([m, np.ones((len(m), 1), np.float32)], -1) @ w), dict(zip(names, r2))
 
 
+def clip_motion(model: MotionModel, params, clip: dict, first_M: np.ndarray, rng, *, steps: int,
+                guidance) -> np.ndarray:
+  """What stage-2 evaluation scores for one clip: normalised motion [T, M] generated from its
+  audio and controls by the window loop that `sample` streams (`motion.WindowLoop`), starting
+  from its first frame's (normalised) motion, for as many frames as the clip has."""
+  attrs = clip["attrs"]
+  controls = Controls(gaze=tuple(np.asarray(attrs["gaze"], float)), distance=float(attrs["distance"]),
+                      emotion=int(attrs["emotion"]))
+  num_frames = len(next(iter(clip["labels"].values())))
+  return model.sample_sequence(params, clip["audio"], first_M, controls, rng, steps=steps, guidance=guidance,
+                               num_frames=num_frames)
+
+
 def evaluate_stage2(workdir: str, data_dir: str, *, cfg_audio=(0.0, 0.5, 1.0), steps=(10, 50),
                     max_clips: int | None = None, seed: int = 0) -> dict:
   """Lip sync, pose variation and control following of generated motion on held-out audio."""
-  from vasa_jax.data import synthetic
-  from vasa_jax.motion import Controls
   cfg, model, params, mean, std, step = _load_stage2(workdir)
   corpus = records.open_corpus(data_dir)
   if "benchmark" not in corpus.splits:
@@ -207,12 +212,9 @@ def evaluate_stage2(workdir: str, data_dir: str, *, cfg_audio=(0.0, 0.5, 1.0), s
       rng = jax.random.key(seed)
       gens = []
       for clip in clips:
-        first = (motion_of(clip)[0] - mean) / std
-        controls = Controls(gaze=tuple(np.asarray(clip["attrs"]["gaze"], float)),
-                            distance=float(clip["attrs"]["distance"]), emotion=int(clip["attrs"]["emotion"]))
         rng, sub = jax.random.split(rng)
-        z = model.sample_sequence(params, clip["audio"], first, controls, sub, steps=n_steps, guidance=guidance,
-                                  num_frames=len(clip["labels"][names[0]]))
+        z = clip_motion(model, params, clip, (motion_of(clip)[0] - mean) / std, sub, steps=n_steps,
+                        guidance=guidance)
         gens.append(to_labels(z * std + mean))
       out["runs"].append({"steps": n_steps, "cfg_audio": lam, **summarise(gens)})
   return out
@@ -243,7 +245,6 @@ def main(args) -> int:
                           cfg_audio=tuple(args.cfg_audio))
     print(format_stage2(res))
   if args.json:
-    from vasa_jax import media
     with media.atomic_output(args.json) as tmp:
       with open(tmp, "w") as f:
         json.dump(res, f, indent=1)
@@ -251,7 +252,6 @@ def main(args) -> int:
 
 
 def parser():
-  from vasa_jax import cli
   p = cli.make_parser("python -m vasa_jax.evaluate",
                       "Evaluate a trained run on the synthetic benchmark split (unseen identities and audio).")
   p.add_argument("--stage", type=int, default=1, choices=(1, 2), help="which stage's model to evaluate")
@@ -267,5 +267,4 @@ def parser():
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(main, parser())

@@ -8,6 +8,10 @@ motion DiT and the noise schedule behind pure functions of `params`:
   sample_window(params, ctx, noise, ...)     -> a clean window of W frames (DDIM + CFG)
   sample_sequence(params, audio, ...)        -> motion for a whole clip, window by window
 
+`WindowLoop` is the one sliding-window loop (W new frames per window, K frames of
+context): streaming (`stream.py`), `sample_sequence`, evaluation and the benchmark
+all run it, so they generate the same motion for the same seed.
+
 Motion is normalised per dimension (`(m - mean) / std`) inside the model's world;
 `sample_*` take and return normalised motion, callers (de)normalise with the
 stats stored beside the weights.
@@ -112,37 +116,13 @@ class MotionModel:
 
   def sample_sequence(self, params, audio_S, first_motion_M, controls: Controls, rng, *, steps: int,
                       guidance: Sequence[float], num_frames: int | None = None, seed_context: bool = True):
-    """Motion for a whole clip: windows of W frames, each conditioned on the K before it.
-
-    The portrait's own (normalised) motion, repeated, is the first window's context
-    (training pads clip starts the same way, with silence as their audio), so the
-    video starts from the portrait's pose and expression; `seed_context=False`
-    drops that context instead. Returns normalised motion [T, M]. One compiled
-    window step serves every window.
-    """
-    spf, k, w = self.samples_per_frame, self.context, self.window
-    audio_S = np.asarray(audio_S, np.float32)
-    t_total = num_frames or -(-audio_S.size // spf)
-    n_windows = -(-t_total // w)
-    padded = np.zeros(((k + n_windows * w) * spf,), np.float32)
-    padded[k * spf:k * spf + audio_S.size] = audio_S
-    frames_with_audio = k + -(-audio_S.size // spf)
-    gaze, dist, emo, present = controls.arrays(1)
-    step_fn = self.window_step_fn(steps, tuple(guidance))
-    prev = np.tile(np.asarray(first_motion_M, np.float32)[None], (k, 1))
-    out = []
-    for i in range(n_windows):
-      lo = i * w  # In padded-frame units, the window's context starts here.
-      wav = padded[lo * spf:(lo + k + w) * spf][None]
-      valid = (np.arange(lo, lo + k + w) < frames_with_audio)[None]
-      first = np.array([i == 0 and not seed_context])
-      rng, sub = jax.random.split(rng)
-      window = step_fn(params, jnp.asarray(wav), jnp.asarray(prev[None]), jnp.asarray(valid), jnp.asarray(gaze),
-                       jnp.asarray(dist), jnp.asarray(emo), jnp.asarray(present), jnp.asarray(first), sub)
-      window = np.asarray(window[0])
-      out.append(window)
-      prev = window[-k:]
-    return np.concatenate(out)[:t_total]
+    """Motion for a whole clip (normalised, [T, M]): the `WindowLoop` that streaming runs, fed
+    the whole clip at once. `num_frames` longer than the audio continues with the audio null."""
+    loop = WindowLoop(self, params, first_motion_M, controls, rng, steps=steps, guidance=guidance,
+                      seed_context=seed_context)
+    loop.add_audio(audio_S)
+    out = list(loop.windows(final=True, num_frames=num_frames))
+    return np.concatenate(out)[:loop.consumed]
 
   def window_step_fn(self, steps: int, guidance: tuple):
     """A jitted `(params, wav, prev, audio_valid, gaze, distance, emotion, present, first, rng) -> window`."""
@@ -162,3 +142,77 @@ class MotionModel:
                                   audio_valid_BxL=valid_BxL)
       cache[key] = jax.jit(step)
     return cache[key]
+
+
+def audio_valid_mask(consumed: int, audio_frames: int, context: int, window: int) -> np.ndarray:
+  """Which of a window's K + W frames have audio: [K + W] bool.
+
+  The window covers frames `consumed - K .. consumed + W - 1` of the clip; the K
+  frames before the clip starts are silence that counts as heard (training pads
+  clip starts the same way). Frames from `audio_frames` on are past the end of the
+  audio and see the audio null, as the last windows in training did.
+  """
+  return np.arange(consumed - context, consumed + window) < audio_frames
+
+
+class WindowLoop:
+  """The sliding-window loop of stage 2, for every caller: streaming, offline sampling,
+  evaluation and the benchmark run this one loop.
+
+  Audio arrives in any chunks (`add_audio`); `windows()` runs the jitted window step
+  on each complete window of W frames (with the K frames before it as context) and
+  yields its normalised motion. Only the last K motion frames and the unconsumed
+  audio are kept. `windows(final=True)` then finishes the clip: the last, partial
+  window, padded with silence that the audio-valid mask marks as absent.
+  """
+
+  def __init__(self, model: MotionModel, params, first_motion_M, controls: Controls, rng, *, steps: int,
+               guidance: Sequence[float], seed_context: bool = True):
+    self.model, self.params = model, params
+    k, self.spf = model.context, model.samples_per_frame
+    self.controls = [jnp.asarray(a) for a in controls.arrays(1)]
+    self.step_fn = model.window_step_fn(steps, tuple(guidance))
+    # The portrait's own (normalised) motion, repeated, is the first window's context, so the
+    # video starts from its pose and expression; `seed_context=False` drops that context.
+    self.prev_KxM = np.tile(np.asarray(first_motion_M, np.float32)[None], (k, 1))
+    self.seed_context = seed_context
+    self.rng = rng
+    # Audio of the K context frames precedes the first window: silence, as in training.
+    self.audio = np.zeros(k * self.spf, np.float32)
+    self.received = 0     # samples of real audio received
+    self.consumed = 0     # frames of motion generated
+
+  def add_audio(self, chunk_S: np.ndarray) -> None:
+    chunk_S = np.asarray(chunk_S, np.float32).reshape(-1)
+    self.audio = np.concatenate([self.audio, chunk_S])
+    self.received += chunk_S.size
+
+  def windows(self, *, final: bool = False, num_frames: int | None = None):
+    """Yields the normalised motion [n, M] of each window that can be generated now.
+
+    Without `final`, only complete windows; with it, also the rest of the clip:
+    up to `num_frames` frames (default: as many as the audio covers).
+    """
+    k, w, spf = self.model.context, self.model.window, self.spf
+    audio_frames = -(-self.received // spf)
+    total = audio_frames if num_frames is None else num_frames
+    while True:
+      if final:
+        if self.consumed >= total:
+          return
+      elif self.audio.size < (k + w) * spf:
+        return
+      wav = np.zeros((k + w) * spf, np.float32)
+      n = min(self.audio.size, wav.size)
+      wav[:n] = self.audio[:n]
+      valid = audio_valid_mask(self.consumed, audio_frames, k, w)
+      first = np.array([self.consumed == 0 and not self.seed_context])
+      self.rng, sub = jax.random.split(self.rng)
+      window = self.step_fn(self.params, jnp.asarray(wav[None]), jnp.asarray(self.prev_KxM[None]),
+                            jnp.asarray(valid[None]), *self.controls, jnp.asarray(first), sub)
+      window = np.asarray(window[0])
+      self.prev_KxM = window[-k:]
+      self.audio = self.audio[w * spf:]
+      n_out = min(w, total - self.consumed) if final else w
+      self.consumed += n_out
+      yield window[:n_out]

@@ -11,10 +11,13 @@ import os
 import sys
 
 import numpy as np
+from tqdm import tqdm
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import media
+from vasa_jax import c2pa_sign, cli, media, provenance, stream
+from vasa_jax import watermark as watermark_lib
 from vasa_jax.errors import UserError
+from vasa_jax.motion import Controls
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 EXAMPLE_IMAGE = os.path.join(EXAMPLES, "portrait.jpg")
@@ -54,21 +57,16 @@ def face_likeness(img_HxWx3: np.ndarray) -> float:
 
 
 def run(args) -> str:
-  from tqdm import tqdm
-  from vasa_jax import stream
-  from vasa_jax.motion import Controls
-
   out = media.require_output_path(args.out, (".mp4",))
   if (args.c2pa_cert is None) != (args.c2pa_key is None):
     raise UserError("--c2pa-cert and --c2pa-key go together: give both PEM files (certificate chain and its "
                     "private key) or neither")
   if args.c2pa_cert:  # Check the credentials now rather than after minutes of generation.
-    from vasa_jax import c2pa_sign
     c2pa_sign.load_credentials(args.c2pa_cert, args.c2pa_key)
   checkpoint = args.checkpoint or bundle_lib.DEMO_BUNDLE
   if not args.checkpoint and not os.path.isdir(checkpoint):
     raise UserError("no --checkpoint given and the demo checkpoint is not bundled in this version; "
-                    "export one with python -m vasa_jax.bundle and pass --checkpoint DIR")
+                    "export one with python -m vasa_jax.train.export and pass --checkpoint DIR")
   portrait = media.load_image(args.image)
   if face_likeness(portrait) < 0.03:
     print(f"warning: {args.image} shows little face-like (skin-coloured) content in its centre; "
@@ -82,9 +80,8 @@ def run(args) -> str:
   d = model.motion_cfg.diffusion
   guidance = (d.cfg_audio if args.cfg_audio is None else args.cfg_audio,
               d.cfg_gaze if args.cfg_gaze is None else args.cfg_gaze, 0.0, 0.0, 0.0)
-  from vasa_jax import provenance, watermark as watermark_lib
   payload = watermark_lib.make_payload(model.digest)
-  marker = False if args.no_watermark else watermark_lib.Watermarker(payload)
+  marker = None if args.no_watermark else watermark_lib.Watermarker(payload)
   if args.no_watermark:
     print("warning: --no-watermark: the video carries no invisible watermark; its metadata records that",
           file=sys.stderr)
@@ -118,7 +115,6 @@ def main(args) -> int:
 
 
 def parser():
-  from vasa_jax import cli
   p = cli.make_parser("python -m vasa_jax.sample",
                       "Generate a talking-face video from one portrait and one speech clip. With no arguments, "
                       "the bundled demo model animates the bundled example portrait with the example speech.")
@@ -127,7 +123,7 @@ def parser():
   p.add_argument("--audio", default=EXAMPLE_AUDIO, help="speech (wav, flac, mp3, m4a, ogg/opus, or a video's "
                  "audio); default: the example")
   p.add_argument("--out", default="vasa_jax_demo.mp4", help="mp4 to write")
-  p.add_argument("--checkpoint", help="inference bundle folder (python -m vasa_jax.bundle); default: the demo")
+  p.add_argument("--checkpoint", help="inference bundle folder (python -m vasa_jax.train.export); default: the demo")
   p.add_argument("--gaze", nargs=2, type=float, metavar=("THETA", "PHI"),
                  help="main gaze direction in degrees (theta > 0: to the viewer's left; phi > 0: up)")
   p.add_argument("--distance", type=float, help="head-to-camera distance (1 = typical, < 1 closer)")
@@ -154,5 +150,4 @@ def parser():
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(main, parser())

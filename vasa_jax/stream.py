@@ -4,12 +4,13 @@
     audio chunks -> window of W frames ready? -> motion diffusion (K frames of context)
                  -> decode the window's frames in small batches -> watermark -> yield
 
-One jitted window step (audio features + DDIM with guidance) serves every window,
+The windows come from `motion.WindowLoop`, the loop that offline sampling,
+evaluation and the benchmark run too. One jitted window step serves every window,
 and one jitted decode step every frame batch: shapes never change, so nothing
 recompiles after the first window (`compiled_steps()` says so). Memory is
 constant in the audio length: only the last K motion frames and the unconsumed
-audio are kept. The offline mode runs the same steps over a whole clip, so both
-modes give identical frames for the same seed.
+audio are kept. Offline use (the whole clip pushed at once) runs the same steps,
+so both give identical frames for the same seed.
 """
 
 import functools
@@ -23,26 +24,28 @@ import ml_collections
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax.motion import Controls, MotionModel
-from vasa_jax.models import face_latent
-
-POSE_DIMS = 6
+from vasa_jax import provenance
+from vasa_jax import watermark as watermark_lib
+from vasa_jax.face_model import POSE_DIM, FaceModel, pad_batch
+from vasa_jax.motion import Controls, MotionModel, WindowLoop
 
 
 class StreamingSampler:
-  """Generate frames for one portrait from audio that arrives in pieces."""
+  """Generate frames for one portrait from audio that arrives in pieces.
 
-  def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *, controls: Controls = Controls(),
+  Public steps, for callers that time or inspect them (bench, tests):
+    add_audio(chunk) + motion_windows(final) -> denormalised motion per window
+    render(motion_NxM)                       -> uint8 frames, watermarked
+    window_step, decode_step, encode_step    -> the jitted functions behind them
+  """
+
+  def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *,
+               watermark: watermark_lib.Watermarker | None, controls: Controls = Controls(),
                steps: int | None = None, guidance: Sequence[float] | None = None, seed: int = 0,
-               still: bool = False, decode_batch: int = 10, watermark=True, label: bool = False):
-    """`watermark`: True (default: a fresh payload for this bundle), a `watermark.Watermarker`,
-    or False to turn the invisible watermark off (callers must then say so in their output)."""
-    if watermark is True:
-      from vasa_jax import watermark as watermark_lib
-      watermark = watermark_lib.Watermarker(watermark_lib.make_payload(bundle.digest))
-    elif watermark is None:
-      raise ValueError("watermark=None is ambiguous: pass False to turn the watermark off explicitly")
-    watermark = watermark or None
+               still: bool = False, decode_batch: int = 10, label: bool = False):
+    """`watermark`: the `Watermarker` of this video's payload, or None to turn the invisible
+    watermark off (callers must then say so in their output). It has no default, so that
+    turning it off is always written down."""
     self.bundle = bundle
     fcfg, mcfg = bundle.face_cfg, bundle.motion_cfg
     self.window, self.context = mcfg.data.window, mcfg.data.context
@@ -50,156 +53,122 @@ class StreamingSampler:
     self.steps = steps or mcfg.diffusion.sample_steps
     d = mcfg.diffusion
     self.guidance = tuple(float(g) for g in (guidance if guidance is not None else (d.cfg_audio, d.cfg_gaze, 0, 0, 0)))
-    self.controls, self.still = controls, still
+    self.still = still
     self.decode_batch = decode_batch
-    self.watermark = watermark
-    self.mean, self.std = jnp.asarray(bundle.mean), jnp.asarray(bundle.std)
-    self._rng = jax.random.key(seed)
+    self.mean, self.std = np.asarray(bundle.mean), np.asarray(bundle.std)
     wm_cfg = None if watermark is None else (watermark.strength, watermark.host_rejection)
-    self.face, self.motion, self._window_step, self._decode, self._encode = _compiled(
-        fcfg.to_json(), mcfg.to_json(), int(bundle.mean.size), self.steps, self.guidance, wm_cfg, label)
-    self._signs = (jnp.zeros((0,)) if watermark is None else watermark.signs_K)
-    self.spf = self.motion.samples_per_frame
-    size = fcfg.face.image_size
-    img = jax.image.resize(jnp.asarray(center_square(portrait_HxWx3), jnp.float32), (size, size, 3), "linear")[None]
-    self.app = self._encode(bundle.face_params, img)
-    first = jnp.concatenate([self.app["z_pose"], self.app["z_dyn"]], -1)[0]
-    self.first_motion = np.asarray((first - self.mean) / self.std)
-    self._prev = np.tile(self.first_motion[None], (self.context, 1))
-    # Audio of the K context frames precedes the first window: silence, as in training.
-    self._audio = np.zeros(self.context * self.spf, np.float32)
-    self._consumed = 0          # Frames of real audio already turned into video.
-    self._received = 0          # Samples of real audio received.
+    self.face, self.motion_model, self.decode_step = _compiled(
+        fcfg.to_json(), mcfg.to_json(), int(bundle.mean.size), wm_cfg, label)
+    self.encode_step = self.face.encode_jit
+    self.signs = jnp.zeros((0,)) if watermark is None else watermark.signs_K
+    self.spf = self.motion_model.samples_per_frame
+    img = center_square(np.asarray(portrait_HxWx3, np.float32))[None]
+    self.portrait = self.encode_step(bundle.face_params, self.face.to_input(img))
+    # The portrait's own motion (denormalised [M]): the video starts from it, `still` keeps its pose.
+    self.portrait_motion = np.asarray(
+        jnp.concatenate([self.portrait["z_pose"], self.portrait["z_dyn"]], -1)[0])
+    # Normalised, as the motion model sees it: the first window's context.
+    self.first_motion = np.asarray((jnp.asarray(self.portrait_motion) - self.mean) / self.std)
+    self.loop = WindowLoop(self.motion_model, bundle.motion_params, self.first_motion, controls,
+                           jax.random.key(seed), steps=self.steps, guidance=self.guidance)
+    self.window_step = self.loop.step_fn
     self.frames_out = 0
     self.timings: dict[str, list[float]] = {"diffusion": [], "decode": []}
     # Seconds from the first window's audio being complete to the first frame out (compute only:
     # add W / fps of audio buffering for a live microphone).
     self.first_frame_latency: float | None = None
+    self._window_started = 0.0
 
   # ------------------------------------------------------------------ streaming API
 
   def push(self, chunk: np.ndarray) -> Iterator[np.ndarray]:
     """Adds audio samples (16 kHz mono float32); yields every frame that is now ready."""
-    chunk = np.asarray(chunk, np.float32).reshape(-1)
-    self._audio = np.concatenate([self._audio, chunk])
-    self._received += chunk.size
-    need = (self.context + self.window) * self.spf
-    while self._audio.size >= need:
-      yield from self._run_window(self._audio[:need], valid_frames=self.window)
-      self._audio = self._audio[self.window * self.spf:]
+    self.add_audio(chunk)
+    for motion in self.motion_windows(final=False):
+      yield from self.render(motion)
 
   def flush(self) -> Iterator[np.ndarray]:
     """Generates the frames of the audio still buffered (the clip's last, partial window)."""
-    k, w, spf = self.context, self.window, self.spf
-    total_frames = -(-self._received // spf)
-    remaining = total_frames - self._consumed
-    if remaining <= 0:
-      return
-    wav = np.zeros((k + w) * spf, np.float32)
-    wav[:min(self._audio.size, wav.size)] = self._audio[:wav.size]
-    yield from self._run_window(wav, valid_frames=remaining)
-    self._audio = np.zeros(0, np.float32)
+    for motion in self.motion_windows(final=True):
+      yield from self.render(motion)
 
   def compiled_steps(self) -> dict[str, int]:
     """How many times each jitted step has been compiled: 1 window step; 2 decodes (the first
     frame alone, then full batches) once running, for any length of audio."""
-    return {"window": self._window_step._cache_size(), "decode": self._decode._cache_size()}
+    return {"window": self.window_step._cache_size(), "decode": self.decode_step._cache_size()}
 
-  # ------------------------------------------------------------------ internals
+  # ------------------------------------------------------------------ the two stages
 
-  def _run_window(self, wav: np.ndarray, valid_frames: int) -> Iterator[np.ndarray]:
-    k, w = self.context, self.window
-    gaze, dist, emo, present = self.controls.arrays(1)
-    # Frames past the end of the audio see the audio null, as the last windows in training did.
-    valid = np.ones((1, k + w), bool)
-    valid[0, k + valid_frames:] = False
-    self._rng, sub = jax.random.split(self._rng)
-    t_start = t0 = time.perf_counter()
-    window = self._window_step(self.bundle.motion_params, jnp.asarray(wav[None]), jnp.asarray(self._prev[None]),
-                               jnp.asarray(valid), jnp.asarray(gaze), jnp.asarray(dist), jnp.asarray(emo),
-                               jnp.asarray(present), jnp.asarray([False]), sub)
-    window = np.asarray(window[0])
-    self.timings["diffusion"].append(time.perf_counter() - t0)
-    self._prev = window[-k:]
-    motion = window * np.asarray(self.std) + np.asarray(self.mean)
-    if self.still:  # Keep the portrait's head pose; lips, eyes and expression still move.
-      first = self.first_motion * np.asarray(self.std) + np.asarray(self.mean)
-      motion[:, :POSE_DIMS] = first[:POSE_DIMS]
-    n = valid_frames
-    # Fixed batch sizes, one compiled decode each: the stream's very first frame is decoded
-    # alone so that it comes out as early as possible, then `decode_batch` frames per call.
+  def add_audio(self, chunk: np.ndarray) -> None:
+    self.loop.add_audio(chunk)
+
+  def motion_windows(self, *, final: bool) -> Iterator[np.ndarray]:
+    """Motion [n, M] (denormalised, ready to render) of each window the audio so far allows;
+    `final`: also the clip's last, partial window."""
+    windows = self.loop.windows(final=final)
+    while True:
+      self._window_started = t0 = time.perf_counter()
+      window = next(windows, None)
+      if window is None:
+        return
+      self.timings["diffusion"].append(time.perf_counter() - t0)
+      motion = window * self.std + self.mean
+      if self.still:  # Keep the portrait's head pose; lips, eyes and expression still move.
+        motion[:, :POSE_DIM] = self.portrait_motion[:POSE_DIM]
+      yield motion
+
+  def render(self, motion_NxM: np.ndarray) -> Iterator[np.ndarray]:
+    """Motion vectors -> uint8 frames, decoded in fixed batches (one compiled decode each):
+    the stream's very first frame alone, so that it comes out as early as possible, then
+    `decode_batch` frames per call."""
+    n = len(motion_NxM)
     alone = int(self.frames_out == 0 and self.decode_batch > 1)
     bounds = sorted({0, alone, *range(alone + self.decode_batch, n, self.decode_batch), n})
     for start, end in zip(bounds[:-1], bounds[1:]):
       t0 = time.perf_counter()
-      chunk = motion[start:end]
       size = 1 if alone and start == 0 else self.decode_batch
-      pad = size - len(chunk)
-      if pad:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-      frames = np.asarray(self._decode(self.bundle.face_params, self.app, jnp.asarray(chunk), self._signs))
-      frames = frames[:len(chunk) - pad]
+      chunk, pad = pad_batch(np.asarray(motion_NxM[start:end]), size)
+      frames = np.asarray(self.decode_step(self.bundle.face_params, self.portrait, jnp.asarray(chunk), self.signs))
+      frames = frames[:size - pad]
       self.timings["decode"].append(time.perf_counter() - t0)
       if self.first_frame_latency is None:
-        self.first_frame_latency = time.perf_counter() - t_start
+        self.first_frame_latency = time.perf_counter() - self._window_started
       for frame in frames:
         self.frames_out += 1
         yield frame
-    self._consumed += n
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(face_json: str, motion_json: str, motion_dim: int, steps: int, guidance: tuple, wm_cfg, label: bool):
-  """Models and jitted steps per (configs, sampling settings): later samplers reuse the compiled code."""
-  face = face_latent.FaceLatent(ml_collections.ConfigDict(json.loads(face_json)).face)
+def _compiled(face_json: str, motion_json: str, motion_dim: int, wm_cfg, label: bool):
+  """Models and the jitted decode per (configs, watermark settings): later samplers reuse the
+  compiled code (the window step is cached on the `MotionModel`)."""
+  face = FaceModel(ml_collections.ConfigDict(json.loads(face_json)).face)
   motion = MotionModel(ml_collections.ConfigDict(json.loads(motion_json)), motion_dim=motion_dim)
-  window_step = motion.window_step_fn(steps, guidance)
-
-  @jax.jit
-  def encode(params, img):
-    return face.apply(params, img, method=face.encode)
 
   @jax.jit
   def decode(params, app, motion_BxM, signs_K):
     """Motion -> uint8 frames. The watermark (payload bits `signs_K`) and the optional visible
     label are applied in the same compiled step, on the same device, before quantisation."""
-    b = motion_BxM.shape[0]
-    v_app = jnp.broadcast_to(app["v_app"], (b,) + app["v_app"].shape[1:])
-    z_id = jnp.broadcast_to(app["z_id"], (b,) + app["z_id"].shape[1:])
-    img = face.apply(params, v_app, z_id, motion_BxM[:, :POSE_DIMS], motion_BxM[:, POSE_DIMS:],
-                     method=face.decode)
+    img = face.decode_motion(params, app, motion_BxM)
     if label:
-      from vasa_jax import provenance
       img = provenance.add_label(img)
     if wm_cfg is not None:
-      from vasa_jax import watermark
-      img = watermark.embed(img, signs_K, *wm_cfg)
+      img = watermark_lib.embed(img, signs_K, *wm_cfg)
     return jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.uint8)
 
-  return face, motion, window_step, decode, encode
+  return face, motion, decode
 
 
-def drive_from_video(sampler: "StreamingSampler", frames_TxHxWx3: np.ndarray) -> Iterator[np.ndarray]:
+def drive_from_video(sampler: StreamingSampler, frames_TxHxWx3: np.ndarray) -> Iterator[np.ndarray]:
   """Video-driven reenactment: pose and dynamics read from each driving frame."""
-  face = sampler.face
-  size = sampler.bundle.face_cfg.face.image_size
-  encode_motion = jax.jit(lambda p, x: face.apply(p, x, method=face.encode_motion))
   b = sampler.decode_batch
   frames_TxHxWx3 = center_square(frames_TxHxWx3)
   for start in range(0, len(frames_TxHxWx3), b):
     chunk = frames_TxHxWx3[start:start + b].astype(np.float32) / 255.0
-    pad = b - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    chunk = jax.image.resize(jnp.asarray(chunk), (b, size, size, 3), "linear")
-    m = encode_motion(sampler.bundle.face_params, chunk)
-    motion = jnp.concatenate([m["z_pose"], m["z_dyn"]], -1)
+    motion = sampler.face.motion_of_frames(sampler.bundle.face_params, chunk, b)
     if sampler.still:
-      motion = motion.at[:, :POSE_DIMS].set(sampler.app["z_pose"][0])
-    out = np.asarray(sampler._decode(sampler.bundle.face_params, sampler.app, motion, sampler._signs))[:b - pad]
-    for frame in out:
-      sampler.frames_out += 1
-      yield frame
+      motion[:, :POSE_DIM] = sampler.portrait_motion[:POSE_DIM]
+    yield from sampler.render(motion)
 
 
 def center_square(img_xHxWx3: np.ndarray) -> np.ndarray:

@@ -37,8 +37,8 @@ def build_stage1(cfg, corpus_dir: str):
 
 def build_stage2(cfg, corpus_dir: str):
   import jax
-  from vasa_jax.data import extract_motion, synthetic
-  from vasa_jax.train import stage2
+  from vasa_jax.data import synthetic
+  from vasa_jax.train import extract_motion, stage2
 
   corpus = records.open_corpus(corpus_dir)
   if cfg.data.split not in corpus.splits:
@@ -112,7 +112,7 @@ def parser():
   p.add_argument("--stage", type=int, choices=(1, 2), default=1, help="which stage to train")
   p.add_argument("--data", required=True,
                  help="stage 1: clip corpus (vasa_jax.data.synthetic or prepare); stage 2: motion corpus "
-                 "(vasa_jax.data.extract_motion), or a clip corpus with --config.motion_train.motion_source=labels")
+                 "(vasa_jax.train.extract_motion), or a clip corpus with --config.motion_train.motion_source=labels")
   p.add_argument("--workdir", required=True,
                  help="run folder: checkpoints, TensorBoard logs, previews, config.json")
   p.add_argument("--steps", type=int, default=None,

@@ -25,8 +25,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from vasa_jax.face_model import FaceModel
 from vasa_jax.models import discriminator as disc_lib
-from vasa_jax.models import face_latent, identity_net
+from vasa_jax.models import identity_net
 
 ANGLE_LABELS = ("yaw", "pitch", "roll")
 
@@ -44,7 +45,7 @@ class Stage1:
 
   def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int):
     self.cfg = cfg
-    self.gen = face_latent.FaceLatent(cfg.face)
+    self.face = FaceModel(cfg.face)  # The generator: stage 1's one entry point, as inference uses it.
     self.disc = disc_lib.MultiScaleDiscriminator(cfg.disc.widths, cfg.disc.scales)
     self.idnet = identity_net.IdentityNet(cfg.idnet.widths, cfg.idnet.embed_dim, cfg.idnet.input_size)
     self.num_classes = num_classes
@@ -62,7 +63,7 @@ class Stage1:
     img = jnp.zeros((1, s, s, 3), jnp.float32)
     k_gen, k_disc, k_id, k_cls = jax.random.split(rng, 4)
     params = {
-        "gen": self.gen.init(k_gen, img, img),
+        "gen": self.face.init(k_gen),
         "disc": self.disc.init(k_disc, img),
         "idnet": self.idnet.init(k_id, img),
     }
@@ -77,13 +78,13 @@ class Stage1:
   # ------------------------------------------------------------------ model calls
 
   def encode(self, gen_params, img):
-    return self.gen.apply(gen_params, img, method=self.gen.encode)
+    return self.face.encode(gen_params, img)
 
   def encode_motion(self, gen_params, img):
-    return self.gen.apply(gen_params, img, method=self.gen.encode_motion)
+    return self.face.encode_motion(gen_params, img)
 
   def decode(self, gen_params, app, z_pose, z_dyn):
-    return self.gen.apply(gen_params, app["v_app"], app["z_id"], z_pose, z_dyn, method=self.gen.decode)
+    return self.face.decode(gen_params, app, z_pose, z_dyn)
 
   # ------------------------------------------------------------------ losses
 

@@ -1,8 +1,8 @@
-"""`python -m vasa_jax.data.extract_motion`: stage-2 data from a trained stage-1 model.
+"""`python -m vasa_jax.train.extract_motion`: stage-2 data from a trained stage-1 model.
 
 Runs the stage-1 pose and dynamics encoders over every frame of a clip corpus and
 writes a *motion corpus*: the same records without frames, carrying a per-frame
-`motion` array `[T, 6 + Zd]` (`z_pose` then `z_dyn`), the clip's audio, labels and
+`motion` array `[T, POSE_DIM + Zd]` (`z_pose` then `z_dyn`, `face_model.FaceModel`'s layout), the clip's audio, labels and
 attributes. Beside the manifest, `motion_stats.json` holds the per-dimension mean
 and standard deviation over the train split (the diffusion model works on
 normalised motion) and which stage-1 checkpoint produced it.
@@ -11,13 +11,14 @@ normalised motion) and which stage-1 checkpoint produced it.
 import json
 import os
 
-import jax
 import numpy as np
 from tqdm import tqdm
 
-from vasa_jax import media
+from vasa_jax import cli, media
 from vasa_jax.data import records
 from vasa_jax.errors import UserError
+from vasa_jax.face_model import POSE_DIM, FaceModel
+from vasa_jax.train import checkpoint
 
 STATS_NAME = "motion_stats.json"
 
@@ -25,8 +26,6 @@ STATS_NAME = "motion_stats.json"
 def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overwrite: bool = False,
             progress: bool = True) -> dict:
   """Writes the motion corpus; returns the stats dict."""
-  from vasa_jax.models import face_latent
-  from vasa_jax.train import checkpoint
   cfg, params, step = checkpoint.load_ema(workdir)
   corpus = records.open_corpus(data_dir)
   if not corpus.manifest.get("has_frames", True):
@@ -34,8 +33,7 @@ def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overw
   if tuple(corpus.manifest["resolution"]) != (cfg.face.image_size,) * 2:
     raise UserError(f"corpus {data_dir} is {corpus.manifest['resolution']} but the stage-1 model works at "
                     f"{cfg.face.image_size}px")
-  model = face_latent.FaceLatent(cfg.face)
-  encode = jax.jit(lambda p, x: model.apply(p, x, method=model.encode_motion))
+  face = FaceModel(cfg.face)
   total = sum(len(corpus.index(s)) for s in corpus.splits)
   sums = sq = None
   count = 0
@@ -48,15 +46,7 @@ def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overw
       for i in range(len(source)):
         clip = records.decode_clip(source[i])
         frames = clip.pop("frames").astype(np.float32) / 255.0
-        parts = []
-        for start in range(0, len(frames), batch):
-          chunk = frames[start:start + batch]
-          pad = batch - len(chunk)  # A fixed batch shape: one compilation for every clip.
-          if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-          m = encode(params, chunk)
-          parts.append(np.concatenate([np.asarray(m["z_pose"]), np.asarray(m["z_dyn"])], -1)[:batch - pad])
-        motion = np.concatenate(parts).astype(np.float32)
+        motion = face.motion_of_frames(params, frames, batch)
         clip["motion"] = motion
         writer.add(split, clip)
         if split == "train":
@@ -71,7 +61,7 @@ def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overw
   mean = sums / count
   std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
   stats = {"mean": mean.tolist(), "std": np.maximum(std, 1e-3).tolist(), "frames": int(count),
-           "pose_dims": 6, "dyn_dims": int(motion.shape[1] - 6),
+           "pose_dims": POSE_DIM, "dyn_dims": int(motion.shape[1] - POSE_DIM),
            "stage1": {"workdir": os.path.abspath(workdir), "step": int(step)}}
   with media.atomic_output(os.path.join(out_dir, STATS_NAME)) as tmp:
     with open(tmp, "w") as f:
@@ -83,7 +73,7 @@ def load_stats(motion_dir: str) -> dict:
   path = os.path.join(motion_dir, STATS_NAME)
   if not os.path.isfile(path):
     raise UserError(f"{motion_dir} has no {STATS_NAME}; write the motion corpus with "
-                    "python -m vasa_jax.data.extract_motion")
+                    "python -m vasa_jax.train.extract_motion")
   with open(path) as f:
     return json.load(f)
 
@@ -96,8 +86,7 @@ def main(args) -> int:
 
 
 def parser():
-  from vasa_jax import cli
-  p = cli.make_parser("python -m vasa_jax.data.extract_motion",
+  p = cli.make_parser("python -m vasa_jax.train.extract_motion",
                       "Encode a clip corpus with a trained stage-1 model into a motion corpus for stage 2.")
   p.add_argument("--workdir", required=True, help="stage-1 training run folder (latest checkpoint, EMA weights)")
   p.add_argument("--data", required=True, help="clip corpus (with frames) to encode")
@@ -108,5 +97,4 @@ def parser():
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(main, parser())

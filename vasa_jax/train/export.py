@@ -1,0 +1,73 @@
+"""`python -m vasa_jax.train.export`: two training runs -> one inference bundle.
+
+Reads the latest checkpoint of a stage-1 and a stage-2 run folder and writes the
+bundle that `bundle.load` reads (the layout is described in `vasa_jax/bundle.py`):
+the EMA weights of both stages, the motion statistics, both configs, and a digest
+of the weights. Export lives on the training side because it reads training
+checkpoints; inference loads the result without importing the trainer.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vasa_jax import bundle, cli
+from vasa_jax.errors import UserError
+from vasa_jax.face_model import POSE_DIM
+from vasa_jax.train import checkpoint
+
+
+def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite: bool = False) -> str:
+  """Writes a bundle from two training runs (their latest checkpoints); returns its digest."""
+  cfg1, ema1, step1 = checkpoint.load_ema(stage1_workdir)
+  cfg2, state2, step2 = checkpoint.load_run(stage2_workdir)
+  if "stats" not in state2:
+    raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
+  motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
+  if motion_dim != POSE_DIM + cfg1.face.z_dyn:
+    raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d motion but stage 1 expects "
+                    f"{POSE_DIM} + {cfg1.face.z_dyn}; train stage 2 on this stage-1 run's extract_motion corpus")
+  if os.path.exists(out_dir):
+    if not overwrite:
+      raise UserError(f"{out_dir} already exists; choose a new folder or pass --overwrite")
+    shutil.rmtree(out_dir)
+  tmp = out_dir.rstrip("/") + ".partial"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  ckptr = ocp.StandardCheckpointer()
+  stage2 = {"params": state2["ema"], "mean": np.asarray(state2["stats"]["mean"], np.float32),
+            "std": np.asarray(state2["stats"]["std"], np.float32)}
+  ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
+  ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
+  ckptr.wait_until_finished()
+  digest = bundle.digest([ema1, stage2])
+  meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
+          "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
+          "stage2": {"config": cfg2.to_dict(), "source": os.path.abspath(stage2_workdir), "step": step2}}
+  with open(os.path.join(tmp, bundle.BUNDLE_JSON), "w") as f:
+    json.dump(meta, f, indent=1)
+  os.replace(tmp, out_dir)
+  return digest
+
+
+def main(args) -> int:
+  digest = export(args.stage1, args.stage2, args.out, overwrite=args.overwrite)
+  print(f"wrote bundle {args.out} ({bundle.size_bytes(args.out) / 2**20:.1f} MiB, digest {digest})")
+  return 0
+
+
+def parser():
+  p = cli.make_parser("python -m vasa_jax.train.export",
+                      "Export the EMA weights of a stage-1 and a stage-2 run as one inference bundle.")
+  p.add_argument("--stage1", required=True, help="stage-1 training run folder")
+  p.add_argument("--stage2", required=True, help="stage-2 training run folder")
+  p.add_argument("--out", required=True, help="bundle folder to write")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+  return p
+
+
+if __name__ == "__main__":
+  cli.main_entry(main, parser())
