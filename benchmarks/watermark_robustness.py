@@ -166,7 +166,7 @@ def decode_ms(name, repeats):
   from vasa_jax import config
   from vasa_jax.models import face_latent
   cfg = config.load(name)
-  res = cfg.data.resolution
+  res = cfg.face.image_size
   model = face_latent.FaceLatent(cfg.face)
   img = jax.random.uniform(jax.random.key(0), (1, res, res, 3))
   params = model.init(jax.random.key(1), img, img)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vasa_jax import cli, config
+from vasa_jax import cli, config, media, sample
 from vasa_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,9 +22,9 @@ def test_every_shipped_config_loads_and_documents_its_command(name):
 
 
 def test_overrides_keep_types():
-  cfg = config.load("configs/tiny.py", [("data.resolution", "128"), ("media.max_audio_seconds", "5"),
+  cfg = config.load("configs/tiny.py", [("face.image_size", "128"), ("media.max_audio_seconds", "5"),
                                         ("name", "mine")])
-  assert cfg.data.resolution == 128 and isinstance(cfg.data.resolution, int)
+  assert cfg.face.image_size == 128 and isinstance(cfg.face.image_size, int)
   assert cfg.media.max_audio_seconds == 5.0 and isinstance(cfg.media.max_audio_seconds, float)
   assert cfg.name == "mine"
 
@@ -32,13 +32,24 @@ def test_overrides_keep_types():
 @pytest.mark.parametrize("key,value,fragment", [
     ("data.resolutio", "64", "unknown config key 'data.resolutio'"),
     ("nothing.here", "1", "unknown config key 'nothing.here'"),
-    ("data.resolution", "big", "expects an integer"),
+    ("face.image_size", "big", "expects an integer"),
     ("media.max_audio_seconds", "long", "expects a number"),
     ("data", "3", "is a section"),
 ])
 def test_bad_overrides_are_rejected_naming_the_key(key, value, fragment):
   with pytest.raises(UserError, match=fragment):
     config.load("tiny", [(key, value)])
+
+
+def test_configs_ship_in_the_package_as_base_plus_deltas(tmp_path):
+  assert os.path.dirname(config.CONFIG_DIR) == os.path.dirname(os.path.abspath(config.__file__))
+  assert "base" not in config.available()
+  # A run file is data over base.py's keys: a key base.py lacks is an error, not a silent new key.
+  bad = tmp_path / "typo.py"
+  bad.write_text("from vasa_jax.configs import base\n\ndef get_config():\n  c = base.get_config()\n"
+                 "  c.train.stepz = 3\n  return c\n")
+  with pytest.raises(UserError, match="stepz"):
+    config.load(str(bad))
 
 
 def test_locked_config_rejects_new_keys_in_code():
@@ -65,7 +76,8 @@ def test_command_success_and_one_line_failures(tmp_path):
   assert "256x256" in ok.stdout and "4.00 s" in ok.stdout
   for args, fragment in [
       (["--image", str(tmp_path)], "is a directory"),
-      (["--audio", os.path.join(EXAMPLES, "speech.wav"), "--config.media.max_audio_seconds=1"], "limit is 0:01"),
+      (["--audio", os.path.join(EXAMPLES, "speech.wav"), "--config.media.max_audio_seconds=1"],
+       "limit is 0:01 (split it, or raise --config.media.max_audio_seconds)"),
       (["--image", "x.png", "--config.data.nope=1"], "unknown config key 'data.nope'"),
       (["--frobnicate"], "unrecognized argument '--frobnicate'"),
   ]:
@@ -75,6 +87,12 @@ def test_command_success_and_one_line_failures(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res.stderr
   debug = _run("vasa_jax.media", "--image", str(tmp_path), "--debug")
   assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_too_long_audio_names_a_flag_the_command_accepts():
+  with pytest.raises(UserError, match="raise --max-audio-seconds"):
+    media.load_audio(os.path.join(EXAMPLES, "speech.wav"), max_seconds=1)
+  assert "--max-audio-seconds" in sample.parser().format_help()
 
 
 def test_help_explains_every_flag():

@@ -19,7 +19,7 @@ EXIT_INTERNAL = 1
 
 _CONFIG_EPILOG = (
     "config overrides: any key of the loaded config can be set with --config.KEY=VALUE "
-    "(for example --config.data.resolution=128); unknown keys and values of the wrong type are rejected.")
+    "(for example --config.train.steps=100); unknown keys and values of the wrong type are rejected.")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

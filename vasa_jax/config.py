@@ -1,9 +1,12 @@
 """Run configurations: a python file per run kind, overridden from the command line.
 
-A config file under `configs/` defines `get_config() -> ml_collections.ConfigDict`.
-Every command loads one with `--config configs/x.py` and takes overrides as
-`--config.a.b=value`. The loaded config is locked: an unknown key or a value of
-the wrong type is a one-line `UserError` that names the key.
+The shipped configs live in the package (`vasa_jax/configs/`): `base.py` defines
+every key, each run file (`tiny`, `demo`, `paper`) changes what differs, in the
+style of big_vision. A config file defines `get_config() -> ml_collections.ConfigDict`.
+Every command loads one with `--config NAME` (a shipped one), `--config configs/x.py`
+(the shipped `x`, as the README writes it) or a path to any such file, and takes
+overrides as `--config.a.b=value`. The loaded config is locked: an unknown key or a
+value of the wrong type is a one-line `UserError` that names the key.
 """
 
 import ast
@@ -15,14 +18,15 @@ import ml_collections
 
 from vasa_jax.errors import UserError
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+BASE = "base"  # Every key, not a run of its own.
 
 
 def resolve_path(path_or_name: str) -> str:
   """Accepts `configs/tiny.py`, an absolute path, or a bare name such as `tiny`."""
   if os.path.isfile(path_or_name):
     return path_or_name
-  # `configs/x.py` from another folder, or a bare `x`, means the shipped one.
+  # `configs/x.py` (the README's form, from any folder) or a bare `x` means the shipped one.
   name = path_or_name[len("configs/"):] if path_or_name.startswith("configs/") else path_or_name
   candidate = os.path.join(CONFIG_DIR, name if name.endswith(".py") else name + ".py")
   if os.path.sep not in name and os.path.isfile(candidate):
@@ -33,10 +37,9 @@ def resolve_path(path_or_name: str) -> str:
 
 
 def available() -> list[str]:
-  """Names of the config files shipped in configs/."""
-  if not os.path.isdir(CONFIG_DIR):
-    return []
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
+  """Names of the run configs shipped in vasa_jax/configs/."""
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_") and f[:-3] != BASE)
 
 
 def load(path_or_name: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_collections.ConfigDict:
@@ -50,7 +53,10 @@ def load(path_or_name: str, overrides: Sequence[tuple[str, str]] = ()) -> ml_col
     raise UserError(f"config file {path} failed to load: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_config"):
     raise UserError(f"config file {path} defines no get_config() function")
-  cfg = module.get_config()
+  try:
+    cfg = module.get_config()
+  except (AttributeError, TypeError) as e:  # A run file setting a key base.py lacks, or a wrong type.
+    raise UserError(f"config file {path}: {e}") from e
   if not isinstance(cfg, ml_collections.ConfigDict):
     raise UserError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
   cfg.lock()
@@ -130,8 +136,3 @@ def parse_value(key: str, text: str, current: Any) -> Any:
     except (ValueError, SyntaxError):
       return text
   raise wrong(f"a value of type {kind.__name__}")
-
-
-def to_dict(cfg: ml_collections.ConfigDict) -> dict:
-  """A plain nested dict (for JSON next to checkpoints)."""
-  return cfg.to_dict()

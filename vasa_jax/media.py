@@ -16,6 +16,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vasa_jax import cli
 from vasa_jax.errors import UserError
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP"}
@@ -129,8 +130,12 @@ def save_image(path: str, img: np.ndarray) -> None:
 
 
 def load_audio(path: str, *, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS,
-               allow_silence: bool = False) -> np.ndarray:
-  """Decodes any audio file (or a video's audio track) to mono float32 at `sample_rate`."""
+               allow_silence: bool = False, limit_flag: str = "--max-audio-seconds") -> np.ndarray:
+  """Decodes any audio file (or a video's audio track) to mono float32 at `sample_rate`.
+
+  `limit_flag`: the calling command's flag that raises `max_seconds`, which a too-long
+  clip's error names (`sample` takes --max-audio-seconds, `media` a config override).
+  """
   require_file(path, "audio", AUDIO_ACCEPTED)
   _check_wav_size(path)
   try:
@@ -148,7 +153,7 @@ def load_audio(path: str, *, sample_rate: int = SAMPLE_RATE, max_seconds: float 
                       if stream.duration is not None and stream.time_base is not None else None)
     if declared is not None and declared > max_seconds:
       raise UserError(f"audio {path!r} is {_hms(declared)} long; the limit is {_hms(max_seconds)} "
-                      f"(split it, or raise --config.media.max_audio_seconds)")
+                      f"(split it, or raise {limit_flag})")
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks, total = [], 0
     limit = int(max_seconds * sample_rate)
@@ -160,7 +165,7 @@ def load_audio(path: str, *, sample_rate: int = SAMPLE_RATE, max_seconds: float 
           total += chunk.size
         if total > limit:
           raise UserError(f"audio {path!r} is longer than the limit of {_hms(max_seconds)} "
-                          f"(split it, or raise --config.media.max_audio_seconds)")
+                          f"(split it, or raise {limit_flag})")
       for out in resampler.resample(None):
         chunks.append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as e:
@@ -428,7 +433,8 @@ def _main(args) -> int:
     img = load_image(args.image, min_side=cfg.min_image_side, max_side=cfg.max_image_side)
     print(f"image {args.image}: {img.shape[1]}x{img.shape[0]} RGB, mean {img.mean():.3f}")
   if args.audio:
-    audio = load_audio(args.audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds)
+    audio = load_audio(args.audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds,
+                       limit_flag="--config.media.max_audio_seconds")
     rms = float(np.sqrt(np.mean(audio ** 2)))
     print(f"audio {args.audio}: {audio.size / cfg.sample_rate:.2f} s mono at {cfg.sample_rate} Hz, "
           f"RMS {20 * np.log10(max(rms, 1e-12)):.1f} dBFS")
@@ -440,7 +446,6 @@ def _main(args) -> int:
 
 
 def _parser():
-  from vasa_jax import cli
   parser = cli.make_parser("python -m vasa_jax.media",
                            "Check that a portrait, a speech clip or a video can be used, and describe it.",
                            config=True, default_config="tiny")
@@ -451,5 +456,4 @@ def _parser():
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(_main, _parser())
