@@ -6,15 +6,15 @@ Resumes automatically from WORKDIR/checkpoints; Ctrl-C or SIGTERM saves first.
 import logging
 import os
 
+import jax
+
 from vasa_jax import cli
-from vasa_jax.data import pipeline, records
+from vasa_jax.data import pipeline, records, synthetic
 from vasa_jax.errors import UserError
+from vasa_jax.train import extract_motion, loop, stage1, stage2
 
 
 def build_stage1(cfg, corpus_dir: str):
-  import jax
-  from vasa_jax.train import stage1
-
   corpus = records.open_corpus(corpus_dir)
   if cfg.data.split not in corpus.splits:
     raise UserError(f"corpus {corpus_dir} has no split {cfg.data.split!r}; it has: {', '.join(corpus.splits)}")
@@ -26,9 +26,7 @@ def build_stage1(cfg, corpus_dir: str):
   if len(identities) > cfg.idnet.num_classes:
     raise UserError(f"corpus split {cfg.data.split!r} has {len(identities)} identities but "
                     f"idnet.num_classes is {cfg.idnet.num_classes}; raise --config.idnet.num_classes")
-  task = stage1.Stage1(cfg, cfg.idnet.num_classes)
-  class_of = {int(i): n for n, i in enumerate(identities)}
-  task.host_batch = lambda raw: stage1.host_batch(raw, class_of)
+  task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of={int(i): n for n, i in enumerate(identities)})
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
                                     num_workers=cfg.data.workers)
@@ -36,10 +34,6 @@ def build_stage1(cfg, corpus_dir: str):
 
 
 def build_stage2(cfg, corpus_dir: str):
-  import jax
-  from vasa_jax.data import synthetic
-  from vasa_jax.train import extract_motion, stage2
-
   corpus = records.open_corpus(corpus_dir)
   if cfg.data.split not in corpus.splits:
     raise UserError(f"corpus {corpus_dir} has no split {cfg.data.split!r}; it has: {', '.join(corpus.splits)}")
@@ -70,7 +64,6 @@ def init_distributed(args) -> None:
   Explicit and loud: a failure to reach the coordinator stops the run here rather
   than silently training one process on its own.
   """
-  import jax
   if args.coordinator:
     if args.num_processes is None or args.process_id is None:
       raise UserError("--coordinator needs --num-processes and --process-id")
@@ -90,7 +83,6 @@ def main(args) -> int:
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                       format="%(asctime)s %(name)s %(levelname)s %(message)s")
   init_distributed(args)
-  from vasa_jax.train import loop
 
   cfg = args.config
   if not os.path.isdir(args.data):

@@ -27,6 +27,7 @@ def _force_devices(argv: list[str]) -> None:
 
 
 def main(args) -> int:
+  # Imported here, not at the top: jax must load after `_force_devices` has set the device count.
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -34,6 +35,7 @@ def main(args) -> int:
   from vasa_jax.errors import UserError
   from vasa_jax.train import mesh as mesh_lib
   from vasa_jax.train import stage1
+  from vasa_jax.train import state as state_lib
 
   cfg = args.config
   if jax.device_count() != args.devices:
@@ -44,22 +46,19 @@ def main(args) -> int:
   task = stage1.Stage1(cfg, cfg.idnet.num_classes)
   repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
   rng = jax.random.key(cfg.seed)
-  abstract_state = jax.eval_shape(task.init, rng)
-  state_shardings = jax.tree.map(lambda _: repl, abstract_state)
+  state_in, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
   b, s = cfg.train.batch_size, cfg.face.image_size
   frames = jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=data)
   ids = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data)
   angles = jax.ShapeDtypeStruct((b, 3), jnp.float32, sharding=data)
   batch = {"src": frames, "drv": frames, "other": frames, "src_class": ids, "other_class": ids,
            "src_angles": angles, "drv_angles": angles}
-  state_in = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                          abstract_state, state_shardings)
   step = jax.jit(task.train_step, in_shardings=(state_shardings, data, repl),
                  out_shardings=(state_shardings, repl), donate_argnums=(0,))
   t0 = time.time()
   compiled = step.lower(state_in, batch, rng).compile()
   compile_s = time.time() - t0
-  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(abstract_state.params["gen"]))
+  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state_in.params["gen"]))
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   mem = compiled.memory_analysis()

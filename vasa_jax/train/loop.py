@@ -1,8 +1,8 @@
 """The training loop around one jitted step, shared by both stages.
 
-A *task* (`train/stage1.py`, later stage 2) supplies `init(rng) -> state`,
-`train_step(state, batch, rng) -> (state, metrics)`, `host_batch(raw) -> batch`
-and optionally `preview(params, batch) -> image`. The loop owns the side effects:
+A `Task` (`train/stage1.py`, `train/stage2.py`) supplies `init(rng) -> state`,
+`train_step(state, batch, rng) -> (state, metrics)` and `host_batch(raw) -> batch`;
+a `PreviewTask` also `preview(params, batch) -> image`. The loop owns the side effects:
 born-sharded init or automatic resume from `WORKDIR/checkpoints`, checkpoints that
 hold the state, the grain iterator and the config, TensorBoard scalars, a console
 line with steps/s and ETA, preview grids, a NaN/Inf guard that stops before
@@ -14,18 +14,39 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import jax
 import ml_collections
 import numpy as np
+from tensorboardX import SummaryWriter
 
 from vasa_jax import media
 from vasa_jax.errors import UserError
 from vasa_jax.train import checkpoint as ckpt_lib
 from vasa_jax.train import mesh as mesh_lib
+from vasa_jax.train import state as state_lib
 
 log = logging.getLogger("vasa_jax.train")
+
+
+class Task(Protocol):
+  """What the loop trains: pure functions of the state, plus the host-side batch conversion."""
+
+  def init(self, rng: jax.Array) -> Any:
+    """A fresh train state (a pytree with `step` and `ema`), jitted into its shardings by the loop."""
+
+  def train_step(self, state: Any, batch: dict, rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+    """One update; metrics include `finite` (0 when the update was skipped for a NaN/Inf loss)."""
+
+  def host_batch(self, raw: dict) -> dict:
+    """A pipeline batch (numpy, on the host) -> the arrays `train_step` takes."""
+
+
+@runtime_checkable
+class PreviewTask(Task, Protocol):
+  def preview(self, params: Any, batch: dict) -> jax.Array:
+    """An image grid [H, W, 3] of what `params` (the EMA weights) make of `batch`."""
 
 
 class Diverged(UserError):
@@ -67,7 +88,6 @@ class _Scalars:
     self._tb = None
     self._jsonl = None
     if self.enabled:
-      from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
@@ -85,7 +105,7 @@ class _Scalars:
       self._jsonl.close()
 
 
-def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *,
+def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *,
         train_cfg: ml_collections.ConfigDict | None = None, num_steps: int | None = None,
         on_log: Callable[[int, dict], None] | None = None) -> Any:
   """Trains `task` until `train_cfg.steps` (or `num_steps` more steps); returns the final state.
@@ -100,11 +120,8 @@ def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *
   rng = jax.random.key(cfg.seed)
   repl = mesh_lib.replicated(mesh)
 
-  # Born sharded: shapes first, then init directly into its shardings.
-  abstract = jax.eval_shape(task.init, rng)
-  state_shardings = jax.tree.map(lambda _: repl, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_shardings)
+  # Born sharded: shapes first, then init (or restore) directly into its shardings.
+  abstract, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
   checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
   data_iter = iter(dataset)
   start = checkpointer.latest_step()
@@ -122,7 +139,7 @@ def run(task: Any, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, *
   step_fn = jax.jit(task.train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), repl),
                     out_shardings=(state_shardings, repl), donate_argnums=(0,))
   # Replicated output: every process can read the grid, process 0 writes it.
-  preview_fn = jax.jit(task.preview, out_shardings=repl) if hasattr(task, "preview") else None
+  preview_fn = jax.jit(task.preview, out_shardings=repl) if isinstance(task, PreviewTask) else None
   scalars = _Scalars(workdir)
   pending: list[tuple[int, dict]] = []
   accum: dict[str, list[float]] = {}

@@ -28,6 +28,7 @@ import optax
 from vasa_jax.face_model import FaceModel
 from vasa_jax.models import discriminator as disc_lib
 from vasa_jax.models import identity_net
+from vasa_jax.train import state as state_lib
 
 ANGLE_LABELS = ("yaw", "pitch", "roll")
 
@@ -43,8 +44,10 @@ class State:
 class Stage1:
   """Holds the modules and optimisers; its methods are pure functions of their arguments."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int):
+  def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int, class_of: dict[int, int] | None = None):
+    """`class_of`: corpus identity -> identity-net class (the train split's identities, in order)."""
     self.cfg = cfg
+    self.class_of = class_of or {}
     self.face = FaceModel(cfg.face)  # The generator: stage 1's one entry point, as inference uses it.
     self.disc = disc_lib.MultiScaleDiscriminator(cfg.disc.widths, cfg.disc.scales)
     self.idnet = identity_net.IdentityNet(cfg.idnet.widths, cfg.idnet.embed_dim, cfg.idnet.input_size)
@@ -178,20 +181,21 @@ class Stage1:
       updates, opt = self.tx[group].update(grads, state.opt[group], params_g)
       applied = optax.apply_updates(params_g, updates)
       # A non-finite loss never reaches the weights: the step is skipped and reported.
-      new_opt[group] = _select(finite, opt, state.opt[group])
-      applied = _select(finite, applied, params_g)
+      new_opt[group] = state_lib.keep_if_finite(finite, opt, state.opt[group])
+      applied = state_lib.keep_if_finite(finite, applied, params_g)
       if group == "idnet":
         new_params["idnet"], new_params["id_classes"] = applied
       else:
         new_params[group] = applied
-    # Warm-up (1 + n) / (10 + n): early EMA weights follow training instead of staying at init.
-    decay = jnp.minimum(self.cfg.train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, q: decay * e + (1.0 - decay) * q, state.ema, new_params["gen"])
-    ema = _select(finite, ema, state.ema)
+    ema = state_lib.ema_update(state.ema, new_params["gen"], state.step, self.cfg.train.ema_decay)
+    ema = state_lib.keep_if_finite(finite, ema, state.ema)
     metrics = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,
                "finite": finite.astype(jnp.float32), "psnr/recon": psnr(out["recon"], batch["drv"]),
                **{f"terms/{k}": v for k, v in terms.items()}}
     return State(step=state.step + 1, params=new_params, opt=new_opt, ema=ema), metrics
+
+  def host_batch(self, raw: dict) -> dict:
+    return batch_from_pipeline(raw, self.class_of)
 
   def preview(self, gen_params, batch) -> jax.Array:
     """Rows of (source, driver, reconstruction, pose swap, cross-identity) -> one image grid."""
@@ -208,10 +212,6 @@ class Stage1:
     return rows.reshape(-1, rows.shape[2], 3)      # [B*H, 6W, 3]
 
 
-def _select(pred, a, b):
-  return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
-
-
 def prepare_batch(batch: dict) -> dict:
   """uint8 frames -> float [0, 1]; keeps the other keys."""
   out = dict(batch)
@@ -221,7 +221,7 @@ def prepare_batch(batch: dict) -> dict:
   return out
 
 
-def host_batch(raw: dict, class_of: dict[int, int]) -> dict:
+def batch_from_pipeline(raw: dict, class_of: dict[int, int]) -> dict:
   """Pipeline batch -> the arrays the step uses (host side, numpy)."""
   lookup = np.vectorize(lambda i: class_of.get(int(i), 0), otypes=[np.int32])
   batch = {"src": raw["src_BxHxWx3"], "drv": raw["drv_BxHxWx3"], "other": raw["other_BxHxWx3"],

@@ -20,8 +20,10 @@ import numpy as np
 import optax
 
 from vasa_jax import diffusion
+from vasa_jax.data import records
 from vasa_jax.models import motion_dit
 from vasa_jax.motion import EMOTION_DIM, MotionModel
+from vasa_jax.train import state as state_lib
 
 C = len(motion_dit.CONDITIONS)
 
@@ -82,11 +84,10 @@ class Stage2:
     finite = jnp.isfinite(loss)
     updates, opt = self.tx.update(grads, state.opt, state.params)
     params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda a, b_: jnp.where(finite, a, b_), new, old)  # noqa: E731
-    params, opt = keep(params, state.params), keep(opt, state.opt)
-    # Warm-up (1 + n) / (10 + n): early EMA weights follow training instead of staying at init.
-    decay = jnp.minimum(self.cfg.motion_train.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = keep(jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params), state.ema)
+    params = state_lib.keep_if_finite(finite, params, state.params)
+    opt = state_lib.keep_if_finite(finite, opt, state.opt)
+    ema = state_lib.ema_update(state.ema, params, state.step, self.cfg.motion_train.ema_decay)
+    ema = state_lib.keep_if_finite(finite, ema, state.ema)
     metrics = {"loss/x0": loss, "finite": finite.astype(jnp.float32),
                "grad_norm": optax.tree.norm(grads)}
     return State(step=state.step + 1, params=params, opt=opt, ema=ema, stats=state.stats), metrics
@@ -102,7 +103,6 @@ class Stage2:
 
 def label_stats(corpus, split: str, names) -> tuple[np.ndarray, np.ndarray]:
   """Per-dimension mean/std of stacked per-frame labels (motion = ground-truth labels)."""
-  from vasa_jax.data import records
   source = corpus.source(split)
   rows = []
   for i in range(len(source)):

@@ -1,0 +1,41 @@
+"""What both stages' train states share: born-sharded init, the non-finite guard and the EMA.
+
+  sharded_abstract(init, rng, sharding) -> (abstract state with shardings, state shardings)
+  keep_if_finite(finite, new, old)      -> `new` where the step's loss was finite, else `old`
+  ema_update(ema, params, step, decay)  -> the EMA of the weights sampling uses
+
+Pure functions over pytrees, used inside the jitted steps (`stage1.py`, `stage2.py`)
+and by the loop and the AOT compiler, which build the state the same way.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def sharded_abstract(init_fn: Callable[[jax.Array], Any], rng: jax.Array, sharding) -> tuple[Any, Any]:
+  """Shapes of `init_fn(rng)` with `sharding` on every leaf, and the matching shardings tree.
+
+  Born sharded: callers compile or restore into these shapes, or run
+  `jax.jit(init_fn, out_shardings=shardings)(rng)`, and the state never exists unsharded.
+  """
+  abstract = jax.eval_shape(init_fn, rng)
+  shardings = jax.tree.map(lambda _: sharding, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  return abstract, shardings
+
+
+def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
+  """A non-finite loss never reaches the weights: the step is skipped (and reported by the loop)."""
+  return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+
+def ema_decay(max_decay: float, step: jax.Array) -> jax.Array:
+  """Warm-up (1 + n) / (10 + n): early EMA weights follow training instead of staying at init."""
+  return jnp.minimum(max_decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema: Any, params: Any, step: jax.Array, max_decay: float) -> Any:
+  decay = ema_decay(max_decay, step)
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
