@@ -11,8 +11,9 @@ with zeros, so T = ceil(len / 640). A sound at sample n first changes frame
 n // 640; every earlier frame is bit-for-bit what silence gives.
 
 Streaming. Features of a chunk of whole frames depend only on the chunk and the
-240 samples before it, so `logmel_per_frame(chunk, left_context=prev)` (or
-`StreamingLogMel`) reproduces the whole-clip features chunk by chunk.
+240 samples before it, so `logmel_per_frame(chunk, left_context=prev)` reproduces
+the whole-clip features chunk by chunk. (The sampler streams raw audio and
+computes features per window inside its jitted step; see `motion.WindowLoop`.)
 
 Normalisation. Fixed, never data-dependent: `(ln(mel_power + 1e-5) - LOG_OFFSET)
 / LOG_SCALE`, with mel power from librosa's Slaney mel filters on the |STFT|²
@@ -167,38 +168,3 @@ def logmel_per_frame_jax(audio_BxS: jax.Array, spec: LogMelSpec = LogMelSpec(),
   mel_JxM = jnp.einsum("...jf,mf->...jm", power_JxF, _mel_basis(spec),
                        precision=jax.lax.Precision.HIGHEST)
   return _normalise(mel_JxM).reshape(*batch, t, spec.per_frame, spec.n_mels)
-
-
-class StreamingLogMel:
-  """Chunk-by-chunk log-mel equal to the whole-clip `logmel_per_frame` of the concatenated audio.
-
-  `push` returns features for the frames completed so far (`[n, per_frame,
-  n_mels]`, n may be 0); `flush` returns the last partial frame, zero-padded.
-  """
-
-  def __init__(self, spec: LogMelSpec = LogMelSpec()):
-    self.spec = spec
-    self._history = np.zeros(spec.left_context, np.float32)
-    self._pending = np.zeros(0, np.float32)
-
-  def push(self, chunk: np.ndarray) -> np.ndarray:
-    chunk = np.asarray(chunk, np.float32)
-    if chunk.ndim != 1:
-      raise UserError(f"streaming log-mel needs mono chunks as one array of samples; got shape {chunk.shape}")
-    buf = np.concatenate([self._pending, chunk])
-    n = buf.size // self.spec.samples_per_frame * self.spec.samples_per_frame
-    self._pending = buf[n:]
-    return self._emit(buf[:n])
-
-  def flush(self) -> np.ndarray:
-    tail, self._pending = self._pending, np.zeros(0, np.float32)
-    return self._emit(tail)
-
-  def _emit(self, audio: np.ndarray) -> np.ndarray:
-    feats = logmel_per_frame(audio, self.spec, left_context=self._history)
-    if audio.size:
-      # Pad as the whole-clip computation would, so history stays aligned to frames.
-      whole = np.zeros(feats.shape[0] * self.spec.samples_per_frame, np.float32)
-      whole[:audio.size] = audio
-      self._history = np.concatenate([self._history, whole])[-self.spec.left_context:]
-    return feats

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vasa_jax import ecc
+from vasa_jax import ecc, media
 
 GRID = 64
 STRENGTH = 2.8 / 255.0  # Base amplitude of a cell value, before masking.
@@ -346,7 +346,6 @@ def mean_luma(frames_TxHxWx3) -> np.ndarray:
 def detect(frames_or_path, *, max_frames: int = 500) -> Detection:
   """Detects the watermark in frames (TxHxWx3 uint8 or float) or a video file."""
   if isinstance(frames_or_path, (str, bytes)) or hasattr(frames_or_path, "__fspath__"):
-    from vasa_jax import media
     frames, _, _ = media.read_video(frames_or_path, max_frames=max_frames)
   else:
     frames = np.asarray(frames_or_path)[:max_frames]

@@ -37,7 +37,10 @@ import multiprocessing
 import os
 
 import numpy as np
+from tqdm import tqdm
 
+from vasa_jax import cli, media
+from vasa_jax.data import records
 from vasa_jax.data import synthetic_speech as speech
 from vasa_jax.data.synthetic_head import Identity, identity_params, render_frame, render_frames  # noqa: F401
 from vasa_jax.data.synthetic_speech import MOUTH_LEAD_S, SAMPLE_RATE, synth_speech  # noqa: F401
@@ -261,9 +264,6 @@ def _run_job(job_and_cfg):
 def write_corpus(out_dir, num_identities, clips_per_identity, num_frames, resolution, seed,
                  workers=None, clips_per_shard=64, progress=True, overwrite=False):
   """Renders clips in worker processes; the main process writes them in a fixed order."""
-  from tqdm import tqdm
-
-  from vasa_jax.data import records
   _check(num_frames, resolution)
   jobs = corpus_jobs(num_identities, clips_per_identity, seed)
   work = [(j, num_frames, resolution) for j in jobs]
@@ -312,7 +312,6 @@ def strip(identity_id: int, audio_seed: int, num_frames: int, resolution: int, c
 
 
 def _parser():
-  from vasa_jax import cli
   p = cli.make_parser("python -m vasa_jax.data.synthetic",
                       "Write a synthetic talking-head corpus (train / benchmark / benchmark_cross splits) "
                       "or preview PNGs of it.")
@@ -342,14 +341,13 @@ EXAMPLE_SPEECH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 def speak(audio_path: str, video_path: str, identity_id: int, resolution: int, seed: int) -> str:
   """Writes an mp4 of a synthetic head speaking `audio_path`; returns its path."""
-  from tqdm import tqdm
-  from vasa_jax import media
   media.require_output_path(video_path, (".mp4",))
   audio = media.load_audio(audio_path)
   labels = motion_from_audio(audio, FPS, seed)
   identity = identity_params(identity_id)
   num_frames = len(labels["mouth_open"])
-  # Every video this project writes is marked as generated, this one too.
+  # Every video this project writes is marked as generated, this one too. Imported here: jax is
+  # heavy and only --speak needs it; the corpus' render workers import this module without it.
   import jax
   from vasa_jax import provenance, watermark
   payload = watermark.make_payload(RENDERER_ID)
@@ -379,7 +377,6 @@ def main(args) -> int:
   _check(args.frames, args.resolution)
   if not (args.contact_sheet or args.strip or args.out or args.speak):
     raise UserError("nothing to do: give --out DIR, --contact-sheet PATH, --strip PATH or --speak [AUDIO]")
-  from vasa_jax import media
   for path, make in ((args.contact_sheet, lambda: contact_sheet(args.identity, args.resolution)),
                      (args.strip, lambda: strip(args.identity, args.seed, args.frames, args.resolution))):
     if path:
@@ -396,5 +393,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-  from vasa_jax import cli
   cli.main_entry(main, _parser())

@@ -10,6 +10,12 @@ names follow the PyTorch module names so the converter is a name-for-name copy.
 
 Not ported: SpecAugment masking and dropout (training only), adapters, padding
 attention masks (give one clip per row, all rows the same length).
+
+Where it is meant to go: no config selects it yet, so only its parity test runs it.
+It is the alternative audio front end to the log-mel features of `audio.py`: an
+`audio.frontend` config key choosing between them in `motion.MotionModel.features`
+(frozen wav2vec2 features into `models/audio_encoder.py`), which issue 15 (scale)
+wires in together with the corpus-side feature cache.
 """
 
 import dataclasses

@@ -10,6 +10,7 @@ from typing import Any
 
 import grain
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 from vasa_jax.errors import UserError
@@ -61,7 +62,6 @@ class Checkpointer:
 
 def load_run(workdir: str, step: int | None = None):
   """(config, saved state as nested dicts of arrays, step) of a run folder's checkpoint."""
-  import ml_collections
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise UserError(f"{workdir!r} holds no checkpoints/ folder; give the --workdir of a training run")
   ckpt = Checkpointer(workdir)
@@ -80,8 +80,3 @@ def load_ema(workdir: str, step: int | None = None):
   """(config, EMA weights, step) of a run folder: what sampling and evaluation use."""
   cfg, state, step = load_run(workdir, step)
   return cfg, state["ema"], step
-
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a concrete pytree."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from vasa_jax.errors import UserError
+
 DATA_AXIS = "data"
 
 
@@ -29,7 +31,6 @@ def batch_sharding(mesh) -> NamedSharding:
 def check_batch_size(global_batch: int) -> None:
   n = jax.device_count()
   if global_batch % n:
-    from vasa_jax.errors import UserError
     raise UserError(f"batch size {global_batch} does not split over {n} devices; use a multiple of {n}")
 
 
