@@ -102,9 +102,11 @@ def test_q_sample_and_x0_loss_exact_values():
   noise = jnp.array([[1.0], [1.0]])
   xt = diffusion.q_sample(x0, jnp.array([0, 1]), noise, ab)
   np.testing.assert_allclose(np.asarray(xt)[:, 0], [0.5 * 2 + np.sqrt(0.75), 0.8 * 2 + 0.6], rtol=1e-6)
-  pred, target = jnp.array([1.0, 3.0]), jnp.array([0.0, 0.0])
-  assert float(diffusion.x0_loss(pred, target)) == pytest.approx(5.0)
+  pred, target = jnp.array([1.5, 3.0]), jnp.array([0.5, 1.0])
+  assert float(diffusion.x0_loss(pred, target)) == pytest.approx(2.5)
   assert float(diffusion.x0_loss(pred, target, jnp.array([1.0, 0.0]))) == pytest.approx(1.0)
+  assert float(diffusion.x0_loss(pred, target, jnp.array([0.5, 0.0]))) == pytest.approx(0.5)   # Divides by at least 1.
+  assert float(diffusion.x0_loss(pred, target, jnp.array([2.0, 2.0]))) == pytest.approx(2.5)
   assert float(diffusion.x0_loss(pred, target, jnp.array([0.0, 0.0]))) == pytest.approx(0.0)
 
 
@@ -123,3 +125,19 @@ def test_eta_adds_noise_and_zero_eta_is_deterministic():
   assert float(jnp.abs(c - d).max()) > 1e-3
   clipped = diffusion.ddim_sample(lambda x, t, m: jnp.full((m.shape[0],) + x.shape, 5.0), noise, ab, 3, clip=1.0)
   np.testing.assert_allclose(np.asarray(clipped), 1.0)
+  low = diffusion.ddim_sample(lambda x, t, m: jnp.full((m.shape[0],) + x.shape, -5.0), noise, ab, 3, clip=1.0)
+  np.testing.assert_allclose(np.asarray(low), -1.0)
+
+
+def test_schedules_match_their_closed_forms():
+  s, n = 0.008, 1000
+  f = lambda t: np.cos((t / n + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+  ab = diffusion.cosine_alpha_bar(n)
+  for t in (1, 10, 500, 900):
+    assert ab[t - 1] == pytest.approx(f(t) / f(0), rel=1e-6), t
+  assert ab[-1] == np.float32(1e-5)                               # Clipped away from 0 at t = T...
+  assert diffusion.cosine_alpha_bar(100000)[0] == np.float32(1.0 - 1e-5)   # ...and from 1 at tiny steps.
+  betas = np.linspace(1e-4, 0.02, n)
+  np.testing.assert_allclose(diffusion.linear_alpha_bar(n), np.cumprod(1 - betas), rtol=1e-5)
+  np.testing.assert_allclose(diffusion.make_schedule("cosine", 50), diffusion.cosine_alpha_bar(50))
+  np.testing.assert_allclose(diffusion.make_schedule("linear", 50), diffusion.linear_alpha_bar(50))
