@@ -37,8 +37,6 @@ def _sites(tree, functions):
   def visit(node, inside, path):
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
       inside = inside or functions is None or node.name in functions
-      if node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
-        pass  # Docstrings are strings: never mutated.
     if inside:
       line = getattr(node, "lineno", 0)
       if isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAP:
@@ -52,7 +50,8 @@ def _sites(tree, functions):
       elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Not)):
         out.append((path, "unary", f"{line}: drop {type(node.op).__name__}"))
       elif isinstance(node, ast.BoolOp):
-        out.append((path, "boolop", f"{line}: {type(node.op).__name__} -> {'Or' if isinstance(node.op, ast.And) else 'And'}"))
+        other = "Or" if isinstance(node.op, ast.And) else "And"
+        out.append((path, "boolop", f"{line}: {type(node.op).__name__} -> {other}"))
       elif isinstance(node, ast.Constant) and type(node.value) in (int, float) and not isinstance(node.value, bool):
         out.append((path, "number", f"{line}: {node.value!r} -> {_new_number(node.value)!r}"))
       elif isinstance(node, ast.Constant) and isinstance(node.value, bool):

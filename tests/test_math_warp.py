@@ -92,5 +92,5 @@ def test_flow_is_added_to_the_sampling_grid():
   np.testing.assert_allclose(out[inside], want[inside], atol=1e-5)
   # A linear flow field keeps its values when upsampled.
   coarse = warp.identity_grid(3, 5, 5)[None]
-  np.testing.assert_allclose(np.asarray(warp.resize_flow(coarse, (D, H, W)))[0], np.asarray(warp.identity_grid(D, H, W)),
-                             atol=1e-5)
+  up = np.asarray(warp.resize_flow(coarse, (D, H, W)))[0]
+  np.testing.assert_allclose(up, np.asarray(warp.identity_grid(D, H, W)), atol=1e-5)
