@@ -27,6 +27,8 @@ def test_forward_grid_reads_from_s_r_p_plus_t(pose):
   r, t, s = np.asarray(rot[0]), np.asarray(trans[0]), float(scale[0])
   p = _coords() * FLIP
   np.testing.assert_allclose(grid, (s * p @ r.T + t) * FLIP, atol=1e-5)
+  default = np.asarray(warp.rigid_grid(rot, trans, scale, (D, H, W))).reshape(-1, 3)   # inverse=False.
+  np.testing.assert_array_equal(default, grid)
   inv = np.asarray(warp.rigid_grid(rot, trans, scale, (D, H, W), inverse=True)).reshape(-1, 3)
   np.testing.assert_allclose(inv, ((p - t) @ r / s) * FLIP, atol=1e-5)
 
@@ -78,8 +80,9 @@ def test_sampling_outside_reads_zero_and_between_voxels_interpolates():
   out = np.asarray(warp.sample_volume(vol, grid)).reshape(-1)
   np.testing.assert_allclose(out, [3.5, 7.0, 0.0, 0.0], atol=1e-6)
   # Half a voxel beyond the last centre: half the weight is outside and reads zero.
-  edge = np.asarray(warp.sample_volume(jnp.ones((1, 1, 1, 3, 1)), jnp.array([[[[[1.5, -1.0, -1.0]]]]])))
-  np.testing.assert_allclose(edge.reshape(-1), [0.5], atol=1e-6)
+  pts = jnp.array([[[[[1.5, -1.0, -1.0], [-1.0, 1.5, -1.0], [-1.0, -1.0, 1.5]]]]])   # Along x, y and z.
+  edge = np.asarray(warp.sample_volume(jnp.ones((1, 3, 3, 3, 1)), pts))
+  np.testing.assert_allclose(edge.reshape(-1), [0.5, 0.5, 0.5], atol=1e-6)
 
 
 def test_flow_is_added_to_the_sampling_grid():
