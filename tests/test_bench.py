@@ -19,6 +19,16 @@ def test_bench_tiny_prints_and_writes_json(tmp_path, capsys):
   pipe = res["pipeline"][0]
   assert pipe["offline_fps"] > 0 and pipe["streaming_rtf"] > 0
   assert pipe["diffusion_gflop_per_second_of_motion"] > 0
+  # Numbers that must agree with each other, not merely be positive.
+  assert res["matmul_peak_gflops"] > 1.0                        # Any CPU since 2005; a unit slip is 1e3 off.
+  for mode in ("offline", "streaming"):                         # frames / seconds of audio = 25 fps.
+    assert pipe[f"{mode}_fps"] * pipe[f"{mode}_rtf"] == pytest.approx(25.0, rel=0.05), mode
+  assert pipe["gflop_per_frame"] == pytest.approx(
+      pipe["diffusion_gflop_per_second_of_motion"] / 25 + pipe["decode_gflop_per_frame"], rel=1e-6)
+  face = res["face"][0]
+  assert face["decode_fps"] * face["decode_ms_per_frame"] == pytest.approx(1000.0, rel=1e-6)
+  # The pipeline decodes with the same face model (plus the watermark) as the face benchmark.
+  assert 0.9 < pipe["decode_gflop_per_frame"] / face["decode_gflop_per_frame"] < 1.5
 
 
 @pytest.mark.slow

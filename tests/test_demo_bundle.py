@@ -36,7 +36,10 @@ def test_demo_stage1_reconstructs_an_unseen_head():
   app = net.apply(model.face_params, img, method=net.encode)
   out = net.apply(model.face_params, app["v_app"], app["z_id"], app["z_pose"], app["z_dyn"], method=net.decode)
   psnr = float(stage1.psnr(out, img))
-  assert psnr > 20.0, f"self-reconstruction PSNR {psnr:.1f} dB"
+  # Floor from a trivial output: the portrait's mean colour (16.7 dB). Today's demo
+  # scores 27.5; a translation sign flip in the encoder's warp drops it to 23.6.
+  flat = float(stage1.psnr(jnp.broadcast_to(img.mean((1, 2), keepdims=True), img.shape), img))
+  assert psnr > flat + 8.0, f"self-reconstruction PSNR {psnr:.1f} dB; mean colour scores {flat:.1f}"
 
 
 @pytest.mark.slow

@@ -165,6 +165,34 @@ def clip_motion(model: MotionModel, params, clip: dict, first_M: np.ndarray, rng
                                num_frames=num_frames)
 
 
+def delta_p_deg(labels_TxL: np.ndarray, pose_cols) -> float:
+  """VASA's dP: mean absolute frame-to-frame change of yaw/pitch/roll (radians in), in degrees."""
+  return float(np.degrees(np.abs(np.diff(labels_TxL[:, pose_cols], axis=0)).mean()))
+
+
+def motion_metrics(clips, gen_list, names) -> dict:
+  """Generated label rows `[T, L]` per clip against each clip's truth and requested controls.
+
+  Mouth-opening correlation, dP and its ratio to the truth's dP, gaze error (degrees,
+  from radian labels) and distance error.
+  """
+  col = {n: i for i, n in enumerate(names)}
+  pose_cols = [col["yaw"], col["pitch"], col["roll"]]
+  mouth, dps, gaze_err, dist_err = [], [], [], []
+  for clip, gen in zip(clips, gen_list):
+    truth = np.stack([clip["labels"][nm] for nm in names], -1)
+    a, b = gen[:, col["mouth_open"]], truth[:, col["mouth_open"]]
+    mouth.append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0)
+    dps.append(delta_p_deg(gen, pose_cols))
+    g = np.asarray(clip["attrs"]["gaze"], np.float32)
+    gaze_err.append(float(np.degrees(np.abs(gen[:, [col["gaze_theta"], col["gaze_phi"]]].mean(0) - g).mean())))
+    dist_err.append(float(abs(gen[:, col["distance"]].mean() - float(clip["attrs"]["distance"]))))
+  truth_dp = np.mean([delta_p_deg(np.stack([c["labels"][nm] for nm in names], -1), pose_cols) for c in clips])
+  return {"mouth_corr": float(np.mean(mouth)), "delta_p_deg": float(np.mean(dps)),
+          "delta_p_ratio": float(np.mean(dps) / truth_dp), "gaze_err_deg": float(np.mean(gaze_err)),
+          "distance_err": float(np.mean(dist_err))}
+
+
 def evaluate_stage2(workdir: str, data_dir: str, *, cfg_audio=(0.0, 0.5, 1.0), steps=(10, 50),
                     max_clips: int | None = None, seed: int = 0) -> dict:
   """Lip sync, pose variation and control following of generated motion on held-out audio."""
@@ -179,29 +207,10 @@ def evaluate_stage2(workdir: str, data_dir: str, *, cfg_audio=(0.0, 0.5, 1.0), s
   else:
     to_labels, probe_r2 = _fit_probe(corpus, names)
     motion_of = lambda clip: clip["motion"]  # noqa: E731
-  col = {n: i for i, n in enumerate(names)}
-  pose_cols = [col["yaw"], col["pitch"], col["roll"]]
   source = corpus.source("benchmark")
   n = len(source) if max_clips is None else min(len(source), max_clips)
   clips = [records.decode_clip(source[i], frame_indices=[]) for i in range(n)]
-
-  def delta_p(lab):
-    return float(np.degrees(np.abs(np.diff(lab[:, pose_cols], axis=0)).mean()))
-
-  def summarise(gen_list):
-    mouth, dps, gaze_err, dist_err = [], [], [], []
-    for clip, gen in zip(clips, gen_list):
-      truth = np.stack([clip["labels"][nm] for nm in names], -1)
-      a, b = gen[:, col["mouth_open"]], truth[:, col["mouth_open"]]
-      mouth.append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0)
-      dps.append(delta_p(gen))
-      g = np.asarray(clip["attrs"]["gaze"], np.float32)
-      gaze_err.append(float(np.degrees(np.abs(gen[:, [col["gaze_theta"], col["gaze_phi"]]].mean(0) - g).mean())))
-      dist_err.append(float(abs(gen[:, col["distance"]].mean() - float(clip["attrs"]["distance"]))))
-    truth_dp = np.mean([delta_p(np.stack([c["labels"][nm] for nm in names], -1)) for c in clips])
-    return {"mouth_corr": float(np.mean(mouth)), "delta_p_deg": float(np.mean(dps)),
-            "delta_p_ratio": float(np.mean(dps) / truth_dp), "gaze_err_deg": float(np.mean(gaze_err)),
-            "distance_err": float(np.mean(dist_err))}
+  summarise = lambda gen_list: motion_metrics(clips, gen_list, names)  # noqa: E731
 
   truth_rows = [np.stack([c["labels"][nm] for nm in names], -1) for c in clips]
   out = {"step": step, "clips": n, "motion_source": cfg.motion_train.motion_source, "probe_r2": probe_r2,

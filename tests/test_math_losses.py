@@ -1,0 +1,182 @@
+"""Stage-1 losses on hand-made inputs: each term is zero exactly when its invariant holds, positive otherwise.
+
+The generator is replaced by a fake whose latents are the images themselves, so which
+image reaches which output is known exactly: `decode = ALPHA * appearance + (1 - ALPHA) * motion`,
+where motion renders the pose latent's mean colour plus the dynamics latent's zero-mean pattern.
+ALPHA = 0 is a perfectly disentangled generator (the output is the driver's motion,
+whatever the appearance); ALPHA = 1 copies the appearance source.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vasa_jax import config
+from vasa_jax.train import stage1
+
+S = 64   # The tiny config's image size (discriminator and identity net are real modules).
+
+
+def _imgs(seed, b=2):
+  return jax.random.uniform(jax.random.key(seed), (b, S, S, 3))
+
+
+class _FakeGen:
+  """Latents that carry the whole image: appearance = pixels, dynamics = pixels, pose = mean colour."""
+
+  def __init__(self, alpha):
+    self.alpha = alpha
+
+  @staticmethod
+  def motion(gen_params, img):
+    b = img.shape[0]
+    pose = jnp.concatenate([img.mean((1, 2)), jnp.zeros((b, 3))], -1)
+    return {"z_pose": pose, "z_dyn": img.reshape(b, -1)}
+
+  def encode(self, gen_params, img):
+    return {"v_app": img, "z_id": img.mean((1, 2)), **self.motion(gen_params, img)}
+
+  def decode(self, gen_params, app, z_pose, z_dyn):
+    return self.alpha * app["v_app"] + (1.0 - self.alpha) * _mix(z_pose, z_dyn.reshape(app["v_app"].shape))
+
+
+def _mix(z_pose, pattern):
+  """What a pose (mean colour) and dynamics (pattern) render: the pattern moved to the pose's colour."""
+  return pattern - pattern.mean((1, 2), keepdims=True) + z_pose[:, None, None, :3]
+
+
+def _mixed(pose_img, dyn_img):
+  return _mix(_FakeGen.motion(None, pose_img)["z_pose"], dyn_img)
+
+
+@pytest.fixture(scope="module")
+def task():
+  cfg = config.load("tiny")
+  t = stage1.Stage1(cfg, num_classes=4)
+  img = jnp.zeros((1, S, S, 3))
+  params = {"disc": t.disc.init(jax.random.key(1), img), "idnet": t.idnet.init(jax.random.key(2), img)}
+  return t, params
+
+
+def _terms(task, alpha, src, drv, other, gan_on=0.0, angles=None):
+  t, params = task
+  fake = _FakeGen(alpha)
+  t.encode, t.encode_motion, t.decode = fake.encode, fake.motion, fake.decode
+  batch = {"src": src, "drv": drv, "other": other}
+  if angles is not None:
+    batch.update(angles)
+  total, (terms, out) = t.gen_loss(None, params, batch, jnp.float32(gan_on))
+  return float(total), {k: float(v) for k, v in terms.items()}, out
+
+
+def test_reconstruction_decodes_the_sources_appearance_with_the_drivers_motion(task):
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  _, _, out = _terms(task, 1.0, src, drv, other)        # Decoder = appearance only.
+  np.testing.assert_allclose(np.asarray(out["recon"]), np.asarray(src), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out["cross"]), np.asarray(src), atol=1e-6)
+  _, _, out = _terms(task, 0.0, src, drv, other)        # Decoder = motion only.
+  np.testing.assert_allclose(np.asarray(out["recon"]), np.asarray(drv), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(out["cross"]), np.asarray(other), atol=1e-6)
+  # The consistency pairs: V_j / V_i with pose_i (or pose_j) and the other's dynamics.
+  _, _, out = _terms(task, 1.0, src, drv, other)
+  for name, want in (("pose_j", drv), ("pose_i", src), ("dyn_j", drv), ("dyn_i", src)):
+    np.testing.assert_allclose(np.asarray(out[name]), np.asarray(want), atol=1e-6, err_msg=name)
+  _, _, out = _terms(task, 0.0, src, drv, other)
+  for name, want in (("pose_j", _mixed(src, drv)), ("pose_i", _mixed(src, drv)), ("dyn_j", _mixed(drv, src)),
+                     ("dyn_i", _mixed(drv, src))):
+    np.testing.assert_allclose(np.asarray(out[name]), np.asarray(want), atol=1e-6, err_msg=name)
+
+
+def test_a_perfectly_disentangled_generator_zeroes_every_reconstruction_term(task):
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  _, terms, _ = _terms(task, 0.0, src, drv, other, gan_on=1.0)
+  for k in ("l1", "ssim", "pose_cons", "dyn_cons", "fm"):
+    assert terms[k] == pytest.approx(0.0, abs=1e-5), k
+  # The same images with an appearance-copying generator: every term is positive.
+  _, terms, _ = _terms(task, 1.0, src, drv, other, gan_on=1.0)
+  for k in ("l1", "ssim", "pose_cons", "dyn_cons", "fm"):
+    assert terms[k] > 0.01, (k, terms[k])
+  expected = float(jnp.mean(jnp.abs(drv - src)))
+  assert terms["pose_cons"] == pytest.approx(expected, rel=1e-5)
+  assert terms["dyn_cons"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_consistency_terms_are_zero_when_source_and_driver_are_the_same_frame(task):
+  src, other = _imgs(0), _imgs(2)
+  _, terms, _ = _terms(task, 0.5, src, src, other)
+  for k in ("l1", "ssim", "pose_cons", "dyn_cons"):
+    assert terms[k] == pytest.approx(0.0, abs=1e-5), k
+
+
+def test_identity_and_motion_terms_follow_who_reaches_the_cross_output(task):
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  _, copy, _ = _terms(task, 1.0, src, drv, other)     # cross = src: identity kept, other's motion lost.
+  _, drive, _ = _terms(task, 0.0, src, drv, other)    # cross = other: identity lost, motion followed.
+  assert copy["cross_id"] == pytest.approx(0.0, abs=1e-5) and drive["cross_id"] > 1e-4
+  assert drive["motion_cos"] < copy["motion_cos"]
+  assert copy["gan"] == 0.0 and copy["fm"] == 0.0    # Before gan_start the GAN terms are off.
+
+
+def test_pose_supervision_is_zero_on_the_labelled_angles(task):
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  exact = {"src_angles": src.mean((1, 2)), "drv_angles": drv.mean((1, 2))}
+  _, terms, _ = _terms(task, 0.0, src, drv, other, angles=exact)
+  assert terms["pose_sup"] == pytest.approx(0.0, abs=1e-7)
+  off = {"src_angles": exact["src_angles"] + 0.1, "drv_angles": exact["drv_angles"] - 0.1}
+  total_off, terms, _ = _terms(task, 0.0, src, drv, other, angles=off)
+  assert terms["pose_sup"] == pytest.approx(0.1, rel=1e-4)
+  total_exact, _, _ = _terms(task, 0.0, src, drv, other, angles=exact)
+  assert total_off - total_exact == pytest.approx(task[0].cfg.loss.pose_sup * 0.1, rel=1e-3)
+
+
+def test_total_is_the_weighted_sum_of_the_terms(task):
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  total, terms, _ = _terms(task, 0.7, src, drv, other, gan_on=1.0)
+  c = task[0].cfg.loss
+  assert total == pytest.approx(sum(getattr(c, k) * v for k, v in terms.items()), rel=1e-5)
+
+
+# ---------------------------------------------------------------------- the image losses themselves
+
+
+def test_multiscale_l1_is_the_mean_absolute_error_at_every_scale():
+  x = _imgs(0)
+  assert float(stage1.multiscale_l1(x, x + 0.1)) == pytest.approx(0.1, rel=1e-4)
+  assert float(stage1.multiscale_l1(x + 0.1, x)) == pytest.approx(0.1, rel=1e-4)
+  # Errors that cancel in a plain mean still count: +d on one half, -d on the other.
+  sign = jnp.where(jnp.arange(S) < S // 2, 1.0, -1.0)[None, :, None, None]
+  err = float(stage1.multiscale_l1(x, x + 0.2 * sign))
+  assert err > 0.15
+  assert float(stage1.multiscale_l1(x, x)) == 0.0
+  # One scale: exactly mean |x - y|.
+  y = _imgs(1)
+  assert float(stage1.multiscale_l1(x, y, scales=1)) == pytest.approx(float(jnp.mean(jnp.abs(x - y))), rel=1e-6)
+
+
+def test_ssim_is_one_only_for_equal_images():
+  x = _imgs(0)
+  assert float(stage1.ssim(x, x)) == pytest.approx(1.0, abs=1e-5)
+  assert float(stage1.ssim(x, jnp.roll(x, 3, axis=2))) < 0.2          # Uncorrelated noise.
+  assert 0.3 < float(stage1.ssim(x, 0.5 * x + 0.25)) < 0.99           # Same structure, other contrast.
+  assert float(stage1.ssim(x, 1.0 - x)) < 0.0                         # Anti-correlated.
+
+
+def test_psnr_of_known_errors():
+  x = jnp.full((1, 8, 8, 3), 0.5)
+  assert float(stage1.psnr(x + 0.1, x)) == pytest.approx(20.0, abs=1e-3)
+  assert float(stage1.psnr(x + 0.01, x)) == pytest.approx(40.0, abs=1e-2)
+  assert float(stage1.psnr(x + 1.0, x)) == pytest.approx(-10 * np.log10(0.25), abs=1e-3)  # Clipped to 1.
+
+
+@pytest.mark.parametrize("n,scale,margin", [(4, 5.0, 0.2), (3, 2.0, 0.35)])
+def test_batch_cosface_exact_value_on_orthonormal_descriptors(n, scale, margin):
+  a = jnp.eye(n, 8)
+  # cos = I: each row's logits are s (1 - m) on the diagonal and 0 elsewhere.
+  want = np.log(1 + (n - 1) * np.exp(-scale * (1 - margin)))
+  assert float(stage1.batch_cosface(a, 2.0 * a, scale=scale, margin=margin)) == pytest.approx(want, rel=1e-4)
+  # A bigger margin asks for more: the loss grows with it.
+  assert float(stage1.batch_cosface(a, a, scale=scale, margin=margin)) > float(
+      stage1.batch_cosface(a, a, scale=scale, margin=0.0))
+  # Matching the wrong partner costs more than matching the right one.
+  assert float(stage1.batch_cosface(a, jnp.roll(a, 1, axis=0), scale=scale, margin=margin)) > want + 1.0
