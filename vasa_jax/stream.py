@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
+from vasa_jax import label_motion
+from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.motion import Controls, MotionModel
 from vasa_jax.models import face_latent
 
@@ -63,8 +65,17 @@ class StreamingSampler:
     size = fcfg.face.image_size
     img = jax.image.resize(jnp.asarray(center_square(portrait_HxWx3), jnp.float32), (size, size, 3), "linear")[None]
     self.app = self._encode(bundle.face_params, img)
-    first = jnp.concatenate([self.app["z_pose"], self.app["z_dyn"]], -1)[0]
-    self.first_motion = np.asarray((first - self.mean) / self.std)
+    # Stage 2 generates stage-1 latents, or (motion_source "labels") motion in label space,
+    # which `label_motion` writes into the portrait's own latents.
+    self.label_space = mcfg.motion_train.motion_source == "labels"
+    self._z_dyn_portrait = np.asarray(self.app["z_dyn"][0])
+    if self.label_space:
+      first = label_motion.from_latents(np.asarray(self.app["z_pose"][0]), self._z_dyn_portrait, LABEL_NAMES)
+      self._pose_cols = [LABEL_NAMES.index(n) for n in label_motion.POSE_LABELS]
+    else:
+      first = np.asarray(jnp.concatenate([self.app["z_pose"], self.app["z_dyn"]], -1)[0])
+      self._pose_cols = list(range(POSE_DIMS))
+    self.first_motion = (first - np.asarray(self.mean)) / np.asarray(self.std)
     self._prev = np.tile(self.first_motion[None], (self.context, 1))
     # Audio of the K context frames precedes the first window: silence, as in training.
     self._audio = np.zeros(self.context * self.spf, np.float32)
@@ -124,7 +135,9 @@ class StreamingSampler:
     motion = window * np.asarray(self.std) + np.asarray(self.mean)
     if self.still:  # Keep the portrait's head pose; lips, eyes and expression still move.
       first = self.first_motion * np.asarray(self.std) + np.asarray(self.mean)
-      motion[:, :POSE_DIMS] = first[:POSE_DIMS]
+      motion[:, self._pose_cols] = first[self._pose_cols]
+    if self.label_space:
+      motion = label_motion.to_latents(motion, LABEL_NAMES, self._z_dyn_portrait)
     n = valid_frames
     # Fixed batch sizes, one compiled decode each: the stream's very first frame is decoded
     # alone so that it comes out as early as possible, then `decode_batch` frames per call.
