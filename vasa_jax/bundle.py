@@ -59,7 +59,17 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   if "stats" not in state2:
     raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
   motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
-  if motion_dim != 6 + cfg1.face.z_dyn:
+  if cfg2.motion_train.motion_source == "labels":
+    # Label-space motion is written into the portrait's latents (label_motion): stage 1 must
+    # have tied its latents to those labels.
+    from vasa_jax.data.synthetic import LABEL_NAMES
+    if motion_dim != len(LABEL_NAMES):
+      raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d label motion; "
+                      f"expected the {len(LABEL_NAMES)} labels {', '.join(LABEL_NAMES)}")
+    if not (cfg1.loss.get("pose_sup", 0) and cfg1.loss.get("dyn_sup", 0)):
+      raise UserError(f"stage-1 run {stage1_workdir!r} was trained without pose_sup and dyn_sup, so its "
+                      "latents are not tied to labels; train stage 2 on its extract_motion corpus instead")
+  elif motion_dim != 6 + cfg1.face.z_dyn:
     raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d motion but stage 1 expects "
                     f"6 + {cfg1.face.z_dyn}; train stage 2 on this stage-1 run's extract_motion corpus")
   if os.path.exists(out_dir):

@@ -369,6 +369,27 @@ def evaluate_pixels(checkpoint: str, data_dir: str, readout_dir: str, *, max_cli
           "readout_accuracy": readout.meta.get("benchmark_accuracy")}
 
 
+def demo_strip(checkpoint: str, data_dir: str, *, clip_index: int = 0, count: int = 8, seed: int = 0) -> np.ndarray:
+  """uint8 picture of one held-out clip: rows truth, self-reenactment, generation from its audio."""
+  from vasa_jax import bundle as bundle_lib
+  from vasa_jax import stream
+  from vasa_jax.models import face_latent
+  from vasa_jax.motion import Controls
+  bundle = bundle_lib.load(checkpoint)
+  clip = records.decode_clip(records.open_corpus(data_dir).source("benchmark")[clip_index])
+  frames = clip["frames"].astype(np.float32) / 255.0
+  idx = np.linspace(1, len(frames) - 1, count).round().astype(int)
+  reenact = _metrics_fn(face_latent.FaceLatent(bundle.face_cfg.face))
+  recon = np.asarray(reenact(bundle.face_params, frames[:1], frames[idx], frames[idx])[0])
+  a = clip["attrs"]
+  sampler = stream.StreamingSampler(bundle, frames[0], seed=seed, watermark=False,
+                                    controls=Controls(gaze=tuple(np.asarray(a["gaze"], float)),
+                                                      distance=float(a["distance"]), emotion=int(a["emotion"])))
+  gen = np.stack(list(stream.generate(sampler, clip["audio"])))[idx].astype(np.float32) / 255.0
+  rows = [np.concatenate(list(r), 1) for r in (frames[idx], np.clip(recon, 0, 1), gen)]
+  return np.clip(np.round(np.concatenate(rows, 0) * 255), 0, 255).astype(np.uint8)
+
+
 def _control_errors(reads_and_attrs) -> dict:
   """Requested gaze (deg), distance and emotion against what the read-out sees in the frames."""
   from vasa_jax import readout as readout_lib
@@ -429,6 +450,11 @@ def main(args) -> int:
     res = evaluate_pixels(args.checkpoint, args.data, args.readout, max_clips=args.max_clips or 20,
                           speech=args.speech, settings=settings)
     print(format_pixels(res))
+    if args.strip:
+      from vasa_jax import media
+      media.require_output_path(args.strip, (".png",))
+      media.save_image(args.strip, demo_strip(args.checkpoint, args.data))
+      print(f"wrote {args.strip} (rows: truth, self-reenactment from the first frame, generated from the audio)")
   else:
     res = evaluate_stage2(args.workdir, args.data, max_clips=args.max_clips, steps=tuple(args.steps),
                           cfg_audio=tuple(args.cfg_audio))
@@ -456,6 +482,8 @@ def parser():
   p.add_argument("--steps", type=int, nargs="+", default=[10, 50], help="stage 2: DDIM steps to compare")
   p.add_argument("--cfg-audio", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                  help="stage 2: audio guidance scales to compare")
+  p.add_argument("--strip", help="stage 2 on a bundle: also write a PNG of one held-out clip "
+                 "(truth, reconstruction, generation)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
   return p
 
