@@ -43,8 +43,8 @@ def test_blink_rate_and_delta_p():
   assert evaluate.blink_rate(blink, 25) == pytest.approx(18.0)  # 3 blinks in 10 s
   angles = np.zeros((11, 3))
   angles[:, 0] = np.radians(np.arange(11) * 0.5)  # yaw grows 0.5 deg per frame
-  assert evaluate.delta_p_deg(angles) == pytest.approx(0.5 / 3)
-  assert evaluate.delta_p_deg(angles * 2) == pytest.approx(2 * evaluate.delta_p_deg(angles))
+  assert evaluate.delta_p_deg(angles, [0, 1, 2]) == pytest.approx(0.5 / 3)
+  assert evaluate.delta_p_deg(angles * 2, [0, 1, 2]) == pytest.approx(2 * evaluate.delta_p_deg(angles, [0, 1, 2]))
 
 
 def test_emotion_of_picks_the_nearest_centre():

@@ -288,9 +288,9 @@ def blink_rate(blink_T, fps: float) -> float:
   return float(np.count_nonzero(b[1:] & ~b[:-1]) * 60.0 * fps / max(len(b), 1))
 
 
-def delta_p_deg(angles_Tx3) -> float:
-  """VASA's dP: mean absolute change of (yaw, pitch, roll) between adjacent frames, in degrees."""
-  return float(np.degrees(np.abs(np.diff(np.asarray(angles_Tx3), axis=0)).mean()))
+def delta_p_deg(labels_TxL: np.ndarray, pose_cols) -> float:
+  """VASA's dP: mean absolute frame-to-frame change of yaw/pitch/roll (radians in), in degrees."""
+  return float(np.degrees(np.abs(np.diff(np.asarray(labels_TxL)[:, pose_cols], axis=0)).mean()))
 
 
 def evaluate_pixels(checkpoint: str, data_dir: str, readout_dir: str, *, max_clips: int = 20,
@@ -329,8 +329,8 @@ def evaluate_pixels(checkpoint: str, data_dir: str, readout_dir: str, *, max_cli
   truth = [read_truth(c) for c in clips]
   ref = {
       "mouth_corr": float(np.mean([correlation(r["mouth_open"], lab["mouth_open"]) for r, lab in truth])),
-      "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1)) for r, _ in truth])),
-      "delta_p_label_deg": float(np.mean([delta_p_deg(np.stack([lab[a] for a in ANGLES], -1)) for _, lab in truth])),
+      "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in truth])),
+      "delta_p_label_deg": float(np.mean([delta_p_deg(np.stack([lab[a] for a in ANGLES], -1), [0, 1, 2]) for _, lab in truth])),
       "blink_per_min": float(np.mean([blink_rate(r["blink"], fps) for r, _ in truth])),
       "blink_label_per_min": float(np.mean([blink_rate(lab["blink"], fps) for _, lab in truth])),
   }
@@ -357,7 +357,7 @@ def evaluate_pixels(checkpoint: str, data_dir: str, readout_dir: str, *, max_cli
         r = readout(generate(clip, speech_audio, True, steps, lam))
         sync_speech.append(correlation(r["mouth_open"][:len(speech_mouth)], speech_mouth[:len(r["mouth_open"])]))
     row = {"steps": steps, "cfg_audio": lam, "mouth_corr": float(np.mean(sync)),
-           "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1)) for r, _ in moving])),
+           "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in moving])),
            "blink_per_min": float(np.mean([blink_rate(r["blink"], fps) for r, _ in moving]))}
     if sync_speech:
       row["mouth_corr_speech"] = float(np.mean(sync_speech))
