@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vasa_jax import config
 from vasa_jax.errors import UserError
 
 BUNDLE_JSON = "bundle.json"
@@ -71,8 +72,8 @@ def load(path: str) -> Bundle:
     s2 = ckptr.restore(os.path.join(os.path.abspath(path), "stage2"))
   except Exception as e:  # Orbax raises many types for damaged folders.
     raise UserError(f"checkpoint {path!r} could not be read ({type(e).__name__}: {str(e)[:200]})") from None
-  return Bundle(face_cfg=ml_collections.ConfigDict(meta["stage1"]["config"]),
-                motion_cfg=ml_collections.ConfigDict(meta["stage2"]["config"]),
+  return Bundle(face_cfg=config.from_stored(meta["stage1"]["config"]),
+                motion_cfg=config.from_stored(meta["stage2"]["config"]),
                 face_params=s1["params"], motion_params=s2["params"],
                 mean=np.asarray(s2["mean"]), std=np.asarray(s2["std"]), digest=meta["digest"], path=path)
 

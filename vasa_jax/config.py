@@ -136,3 +136,29 @@ def parse_value(key: str, text: str, current: Any) -> Any:
     except (ValueError, SyntaxError):
       return text
   raise wrong(f"a value of type {kind.__name__}")
+
+
+def from_stored(stored: dict) -> ml_collections.ConfigDict:
+  """A config saved by an older version (a run folder, a bundle), completed with today's keys.
+
+  Keys added since it was saved take their `base.py` values, which keep what was then the
+  only behaviour (every lever added later defaults to off); keys since removed are dropped.
+  """
+  spec = importlib.util.spec_from_file_location("vasa_config_base", os.path.join(CONFIG_DIR, BASE + ".py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config()
+  cfg.unlock()
+
+  def merge(dst: ml_collections.ConfigDict, src: dict) -> None:
+    for key, value in src.items():
+      if key not in dst:
+        continue
+      if isinstance(dst[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        merge(dst[key], value)
+      else:
+        dst[key] = tuple(value) if isinstance(value, list) else value
+
+  merge(cfg, stored)
+  return cfg
+

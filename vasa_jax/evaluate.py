@@ -22,7 +22,9 @@ import json
 import jax
 import numpy as np
 
-from vasa_jax import cli, media
+from vasa_jax import bundle as bundle_lib
+from vasa_jax import cli, media, stream
+from vasa_jax import readout as readout_lib
 from vasa_jax.data import records, synthetic
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import FaceModel, join_motion
@@ -41,15 +43,47 @@ def _metrics_fn(face: FaceModel):
     psnr = jax.vmap(stage1.psnr)(out, gt_BxHxWx3)
     ssim = jax.vmap(lambda a, b_: stage1.ssim(a[None], b_[None]))(out, gt_BxHxWx3)
     pose_out = face.encode_motion(params, out)["z_pose"][:, :3]
-    return psnr, ssim, pose_out, motion["z_pose"][:, :3]
+    return out, psnr, ssim, pose_out, motion["z_pose"][:, :3]
 
   return reenact
 
 
-def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None, frame_stride: int = 4,
+def region_psnr(out_NxHxWx3, gt_NxHxWx3, mask_NxHxW) -> np.ndarray:
+  """PSNR per frame over the masked pixels only (NaN where a frame's mask is empty)."""
+  err = ((np.clip(out_NxHxWx3, 0, 1) - gt_NxHxWx3) ** 2).mean(-1)
+  count = mask_NxHxW.sum((1, 2))
+  mse = np.where(count > 0, (err * mask_NxHxW).sum((1, 2)) / np.maximum(count, 1), np.nan)
+  return -10.0 * np.log10(mse + 1e-10)
+
+
+def correlation(a, b) -> float:
+  """Pearson correlation; 0 when either side is constant (a frozen mouth carries nothing)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.size < 2 or a.std() < 1e-6 or b.std() < 1e-6:
+    return 0.0
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def load_face(workdir: str | None = None, bundle_dir: str | None = None):
+  """Stage-1 (run config, EMA params, step) from a training run folder or an inference bundle."""
+  if (workdir is None) == (bundle_dir is None):
+    raise UserError("give exactly one of --workdir (a training run) or --checkpoint (a bundle)")
+  if bundle_dir is not None:
+    b = bundle_lib.load(bundle_dir)
+    return b.face_cfg, b.face_params, f"bundle {bundle_dir}"
+  return checkpoint.load_ema(workdir)
+
+
+def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | None = None,
+                    readout_dir: str | None = None, max_clips: int | None = None, frame_stride: int = 4,
                     batch: int = 16) -> dict:
-  """Runs the stage-1 benchmark; returns a dict of metric -> value."""
-  cfg, params, step = checkpoint.load_ema(workdir)
+  """Runs the stage-1 benchmark on a run folder or a bundle; returns a dict of metric -> value.
+
+  With a read-out network (`readout_dir`), mouth opening and blink are read from the
+  output pixels and correlated with the driver's true labels, over all evaluated frames.
+  Region PSNRs use masks rendered by the synthetic corpus (`synthetic.region_masks`).
+  """
+  cfg, params, step = load_face(workdir, bundle_dir)
   corpus = records.open_corpus(data_dir)
   for split in ("benchmark", "benchmark_cross"):
     if split not in corpus.splits:
@@ -58,23 +92,29 @@ def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None
   if tuple(corpus.manifest["resolution"]) != (cfg.face.image_size,) * 2:
     raise UserError(f"corpus {data_dir} is {corpus.manifest['resolution']} but the model renders "
                     f"{cfg.face.image_size}px")
+  readout = None if readout_dir is None else readout_lib.Readout.load(readout_dir)
   reenact = _metrics_fn(FaceModel(cfg.face))
   bench = corpus.source("benchmark")
   index = corpus.index("benchmark")
   n = len(index) if max_clips is None else min(len(index), max_clips)
   by_id = {}
   acc: dict[str, list] = {k: [] for k in ("self_psnr", "self_ssim", "cross_psnr", "cross_ssim",
-                                          "pose_err_out", "pose_err_drv")}
+                                          "pose_err_out", "pose_err_drv", "mouth_psnr", "eyes_psnr")}
+  reads: dict[str, list] = {k: [] for k in ("mouth_out", "mouth_gt", "mouth_true", "blink_out", "blink_gt",
+                                            "blink_true")}
 
   def run(src, drv, gt, true_angles, prefix):
+    outs = []
     for start in range(0, len(drv), batch):
       sl = slice(start, start + batch)
-      psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl])
+      out, psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl])
+      outs.append(np.asarray(out))
       acc[f"{prefix}_psnr"].extend(np.asarray(psnr).tolist())
       acc[f"{prefix}_ssim"].extend(np.asarray(ssim).tolist())
       if true_angles is not None:
         acc["pose_err_out"].extend(np.abs(np.asarray(pose_out) - true_angles[sl]).mean(-1).tolist())
         acc["pose_err_drv"].extend(np.abs(np.asarray(pose_drv) - true_angles[sl]).mean(-1).tolist())
+    return np.concatenate(outs)
 
   for i in range(n):
     clip = records.decode_clip(bench[i])
@@ -84,7 +124,18 @@ def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None
     angles = None
     if all(a in clip["labels"] for a in ANGLES):
       angles = np.stack([clip["labels"][a] for a in ANGLES], -1)[idx]
-    run(frames[0], frames[idx], frames[idx], angles, "self")
+    out = run(frames[0], frames[idx], frames[idx], angles, "self")
+    labels = {k: v[idx] for k, v in clip["labels"].items()}
+    if clip.get("source") == "synthetic":
+      masks = synthetic.region_masks(clip["identity"], labels, frames.shape[1])
+      acc["mouth_psnr"].extend(region_psnr(out, frames[idx], masks["mouth"]).tolist())
+      acc["eyes_psnr"].extend(region_psnr(out, frames[idx], masks["eyes"]).tolist())
+    if readout is not None and "mouth_open" in labels:
+      r_out, r_gt = readout(out), readout(frames[idx])
+      for k, name in (("mouth", "mouth_open"), ("blink", "blink")):
+        reads[f"{k}_out"].extend(r_out[name].tolist())
+        reads[f"{k}_gt"].extend(r_gt[name].tolist())
+        reads[f"{k}_true"].extend(labels[name].tolist())
 
   bench_by_clip = {str(cid): i for i, cid in enumerate(index.clip_id)}
   cross = corpus.source("benchmark_cross")
@@ -103,19 +154,25 @@ def evaluate_stage1(workdir: str, data_dir: str, *, max_clips: int | None = None
 
   out = {"step": step, "clips": n, "cross_clips": m}
   for k, v in acc.items():
+    v = [x for x in v if np.isfinite(x)]
     if v:
       out[k] = float(np.mean(v))
       if k.startswith("pose_err"):
         out[k] = float(np.degrees(out[k]))
+  if reads["mouth_out"]:
+    for k in ("mouth", "blink"):
+      out[f"{k}_corr_out"] = correlation(reads[f"{k}_out"], reads[f"{k}_true"])
+      out[f"{k}_corr_gt"] = correlation(reads[f"{k}_gt"], reads[f"{k}_true"])
   return out
 
 
 def format_stage1(res: dict) -> str:
+  nan = float("nan")
   rows = [
-      ("self-reenactment (unseen identities)", f"{res.get('self_psnr', float('nan')):.2f}",
-       f"{res.get('self_ssim', float('nan')):.4f}"),
-      ("cross-identity vs ground truth", f"{res.get('cross_psnr', float('nan')):.2f}",
-       f"{res.get('cross_ssim', float('nan')):.4f}"),
+      ("self-reenactment (unseen identities)", f"{res.get('self_psnr', nan):.2f}", f"{res.get('self_ssim', nan):.4f}"),
+      ("  inside the mouth region", f"{res.get('mouth_psnr', nan):.2f}", ""),
+      ("  inside the eye regions", f"{res.get('eyes_psnr', nan):.2f}", ""),
+      ("cross-identity vs ground truth", f"{res.get('cross_psnr', nan):.2f}", f"{res.get('cross_ssim', nan):.4f}"),
   ]
   lines = [f"stage 1 at step {res['step']}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips",
            f"{'':40s} {'PSNR dB':>8s} {'SSIM':>7s}"]
@@ -123,6 +180,10 @@ def format_stage1(res: dict) -> str:
   if "pose_err_out" in res:
     lines.append(f"pose of output vs driver truth: {res['pose_err_out']:.2f} deg mean abs (yaw/pitch/roll); "
                  f"encoder on the real driver: {res['pose_err_drv']:.2f} deg")
+  if "mouth_corr_out" in res:
+    lines.append("carried from driver to output, read from pixels (correlation with the driver's true label):")
+    lines.append(f"  mouth opening {res['mouth_corr_out']:.3f}   blink {res['blink_corr_out']:.3f}   "
+                 f"(read-out on the true frames: {res['mouth_corr_gt']:.3f} / {res['blink_corr_gt']:.3f})")
   return "\n".join(lines)
 
 
@@ -229,6 +290,130 @@ def evaluate_stage2(workdir: str, data_dir: str, *, cfg_audio=(0.0, 0.5, 1.0), s
   return out
 
 
+def blink_rate(blink_T, fps: float) -> float:
+  """Blinks per minute: closings of the eyes (blink rising through 0.5)."""
+  b = np.asarray(blink_T) > 0.5
+  return float(np.count_nonzero(b[1:] & ~b[:-1]) * 60.0 * fps / max(len(b), 1))
+
+
+def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_clips: int = 20,
+                    speech: str | None = None, settings=((10, 0.5),), seed: int = 0) -> dict:
+  """Stage 2 scored on the generated pixels, through the sampler users run.
+
+  For each held-out clip: its first frame is the portrait, its audio drives the
+  bundle, and the read-out network measures the frames. Lip sync is the
+  correlation of the generated mouth opening with the corpus' mouth track for that
+  audio (with `--still`, so head motion cannot help or hurt); dP, blink rate and
+  the gaze / distance / emotion controls are measured on normal (moving) output,
+  each against the same read-out applied to the true frames. With `speech`, the
+  real recording also drives each portrait, scored against the track the corpus'
+  own audio->mouth rule derives from it.
+  """
+  bundle = bundle_lib.load(bundle_dir)
+  readout = readout_lib.Readout.load(readout_dir)
+  corpus = records.open_corpus(data_dir)
+  if "benchmark" not in corpus.splits or not corpus.manifest.get("has_frames", True):
+    raise UserError(f"corpus {data_dir} has no benchmark split with frames (pixel evaluation needs portraits)")
+  source = corpus.source("benchmark")
+  clips = [records.decode_clip(source[i]) for i in range(min(len(source), max_clips))]
+  fps = float(corpus.manifest["fps"])
+  speech_audio = media.load_audio(speech) if speech else None
+  speech_mouth = synthetic.motion_from_audio(speech_audio, int(fps))["mouth_open"] if speech else None
+
+  def read_truth(clip):
+    r = readout(clip["frames"])
+    return r, clip["labels"]
+
+  truth = [read_truth(c) for c in clips]
+  ref = {
+      "mouth_corr": float(np.mean([correlation(r["mouth_open"], lab["mouth_open"]) for r, lab in truth])),
+      "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in truth])),
+      "delta_p_label_deg": float(np.mean([delta_p_deg(np.stack([lab[a] for a in ANGLES], -1), [0, 1, 2]) for _, lab in truth])),
+      "blink_per_min": float(np.mean([blink_rate(r["blink"], fps) for r, _ in truth])),
+      "blink_label_per_min": float(np.mean([blink_rate(lab["blink"], fps) for _, lab in truth])),
+  }
+  ref.update(_control_errors([(r, c["attrs"]) for (r, _), c in zip(truth, clips)]))
+
+  def generate(clip, audio, still, steps, lam):
+    a = clip["attrs"]
+    controls = Controls(gaze=tuple(np.asarray(a["gaze"], float)), distance=float(a["distance"]),
+                        emotion=int(a["emotion"]))
+    sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0, controls=controls,
+                                      steps=steps, guidance=(lam, bundle.motion_cfg.diffusion.cfg_gaze, 0, 0, 0),
+                                      seed=seed, still=still, watermark=None)
+    return np.stack(list(stream.generate(sampler, audio)))
+
+  runs = []
+  for steps, lam in settings:
+    sync, sync_speech, moving = [], [], []
+    for clip in clips:
+      audio = clip["audio"]
+      still = readout(generate(clip, audio, True, steps, lam))
+      sync.append(correlation(still["mouth_open"][:len(clip["labels"]["mouth_open"])], clip["labels"]["mouth_open"]))
+      moving.append((readout(generate(clip, audio, False, steps, lam)), clip["attrs"]))
+      if speech_audio is not None:
+        r = readout(generate(clip, speech_audio, True, steps, lam))
+        sync_speech.append(correlation(r["mouth_open"][:len(speech_mouth)], speech_mouth[:len(r["mouth_open"])]))
+    row = {"steps": steps, "cfg_audio": lam, "mouth_corr": float(np.mean(sync)),
+           "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in moving])),
+           "blink_per_min": float(np.mean([blink_rate(r["blink"], fps) for r, _ in moving]))}
+    if sync_speech:
+      row["mouth_corr_speech"] = float(np.mean(sync_speech))
+    row["delta_p_ratio"] = row["delta_p_deg"] / ref["delta_p_deg"]
+    row["blink_ratio"] = row["blink_per_min"] / max(ref["blink_per_min"], 1e-6)
+    row.update(_control_errors(moving))
+    runs.append(row)
+  return {"checkpoint": bundle_dir, "clips": len(clips), "truth": ref, "runs": runs,
+          "readout_accuracy": readout.meta.get("benchmark_accuracy")}
+
+
+def demo_strip(bundle_dir: str, data_dir: str, *, clip_index: int = 0, count: int = 8, seed: int = 0) -> np.ndarray:
+  """uint8 picture of one held-out clip: rows truth, self-reenactment, generation from its audio."""
+  bundle = bundle_lib.load(bundle_dir)
+  clip = records.decode_clip(records.open_corpus(data_dir).source("benchmark")[clip_index])
+  frames = clip["frames"].astype(np.float32) / 255.0
+  idx = np.linspace(1, len(frames) - 1, count).round().astype(int)
+  reenact = _metrics_fn(FaceModel(bundle.face_cfg.face))
+  recon = np.asarray(reenact(bundle.face_params, frames[:1], frames[idx], frames[idx])[0])
+  a = clip["attrs"]
+  sampler = stream.StreamingSampler(bundle, frames[0], seed=seed, watermark=None,
+                                    controls=Controls(gaze=tuple(np.asarray(a["gaze"], float)),
+                                                      distance=float(a["distance"]), emotion=int(a["emotion"])))
+  gen = np.stack(list(stream.generate(sampler, clip["audio"])))[idx].astype(np.float32) / 255.0
+  rows = [np.concatenate(list(r), 1) for r in (frames[idx], np.clip(recon, 0, 1), gen)]
+  return np.clip(np.round(np.concatenate(rows, 0) * 255), 0, 255).astype(np.uint8)
+
+
+def _control_errors(reads_and_attrs) -> dict:
+  """Requested gaze (deg), distance and emotion against what the read-out sees in the frames."""
+  gaze, dist, emo = [], [], []
+  for r, a in reads_and_attrs:
+    g = np.asarray(a["gaze"], np.float64)
+    gaze.append(float(np.degrees(np.abs(np.array([r["gaze_theta"].mean(), r["gaze_phi"].mean()]) - g).mean())))
+    dist.append(abs(float(r["distance"].mean()) - float(a["distance"])))
+    emo.append(readout_lib.emotion_of(r["smile"], r["brow"]) == int(a["emotion"]))
+  return {"gaze_err_deg": float(np.mean(gaze)), "distance_err": float(np.mean(dist)),
+          "emotion_acc": float(np.mean(emo))}
+
+
+def format_pixels(res: dict) -> str:
+  t = res["truth"]
+  lines = [f"stage 2 on generated pixels: bundle {res['checkpoint']}, {res['clips']} held-out clips "
+           "(unseen identities and audio), read by the read-out network",
+           f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'dP deg':>7s} {'dP ratio':>8s} {'blinks/min':>10s} "
+           f"{'gaze err':>8s} {'dist err':>8s} {'emotion':>7s}",
+           f"{'true frames':22s} {t['mouth_corr']:8.3f} {'':>9s} {t['delta_p_deg']:7.3f} {1.0:8.2f} "
+           f"{t['blink_per_min']:10.1f} {t['gaze_err_deg']:8.2f} {t['distance_err']:8.3f} {t['emotion_acc']:7.2f}"]
+  for r in res["runs"]:
+    name = f"steps {r['steps']}, lambda_A {r['cfg_audio']:g}"
+    sp = f"{r['mouth_corr_speech']:9.3f}" if "mouth_corr_speech" in r else f"{'':>9s}"
+    lines.append(f"{name:22s} {r['mouth_corr']:8.3f} {sp} {r['delta_p_deg']:7.3f} {r['delta_p_ratio']:8.2f} "
+                 f"{r['blink_per_min']:10.1f} {r['gaze_err_deg']:8.2f} {r['distance_err']:8.3f} {r['emotion_acc']:7.2f}")
+  lines.append(f"(labels themselves: dP {t['delta_p_label_deg']:.3f} deg, {t['blink_label_per_min']:.1f} blinks/min; "
+               "lip sync = correlation of the mouth opening read from the frames with the audio's true mouth track, still head)")
+  return "\n".join(lines)
+
+
 def format_stage2(res: dict) -> str:
   lines = [f"stage 2 at step {res['step']}: {res['clips']} held-out clips (unseen identities and audio), "
            f"motion read {'directly (labels)' if res['probe_r2'] is None else 'through a linear probe'}"]
@@ -246,9 +431,24 @@ def format_stage2(res: dict) -> str:
 
 
 def main(args) -> int:
+  if (args.workdir is None) == (args.checkpoint is None):
+    raise UserError("give exactly one of --workdir (a training run) or --checkpoint (a bundle)")
   if args.stage == 1:
-    res = evaluate_stage1(args.workdir, args.data, max_clips=args.max_clips, frame_stride=args.frame_stride)
+    res = evaluate_stage1(args.workdir, args.data, bundle_dir=args.checkpoint, readout_dir=args.readout,
+                          max_clips=args.max_clips, frame_stride=args.frame_stride)
     print(format_stage1(res))
+  elif args.checkpoint:
+    if not args.readout:
+      raise UserError("stage 2 on a bundle is scored on its pixels: give --readout FOLDER "
+                      "(train one with python -m vasa_jax.readout)")
+    settings = [(s_, lam) for s_ in args.steps for lam in args.cfg_audio]
+    res = evaluate_pixels(args.checkpoint, args.data, args.readout, max_clips=args.max_clips or 20,
+                          speech=args.speech, settings=settings)
+    print(format_pixels(res))
+    if args.strip:
+      media.require_output_path(args.strip, (".png",))
+      media.save_image(args.strip, demo_strip(args.checkpoint, args.data))
+      print(f"wrote {args.strip} (rows: truth, self-reenactment from the first frame, generated from the audio)")
   else:
     res = evaluate_stage2(args.workdir, args.data, max_clips=args.max_clips, steps=tuple(args.steps),
                           cfg_audio=tuple(args.cfg_audio))
@@ -264,13 +464,18 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.evaluate",
                       "Evaluate a trained run on the synthetic benchmark split (unseen identities and audio).")
   p.add_argument("--stage", type=int, default=1, choices=(1, 2), help="which stage's model to evaluate")
-  p.add_argument("--workdir", required=True, help="training run folder (its latest checkpoint is used)")
+  p.add_argument("--workdir", help="training run folder (its latest checkpoint is used)")
+  p.add_argument("--checkpoint", help="an inference bundle instead of a run folder (stage 2: scored on pixels)")
+  p.add_argument("--readout", help="read-out network folder (python -m vasa_jax.readout): pixel-level measures")
+  p.add_argument("--speech", help="stage 2 on a bundle: also drive each portrait with this real speech file")
   p.add_argument("--data", required=True, help="corpus folder with benchmark and benchmark_cross splits")
   p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips per split")
   p.add_argument("--frame-stride", type=int, default=4, help="use every Nth frame as a driver")
   p.add_argument("--steps", type=int, nargs="+", default=[10, 50], help="stage 2: DDIM steps to compare")
   p.add_argument("--cfg-audio", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                  help="stage 2: audio guidance scales to compare")
+  p.add_argument("--strip", help="stage 2 on a bundle: also write a PNG of one held-out clip "
+                 "(truth, reconstruction, generation)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
   return p
 

@@ -24,8 +24,9 @@ import ml_collections
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import provenance
+from vasa_jax import label_motion, provenance
 from vasa_jax import watermark as watermark_lib
+from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.face_model import POSE_DIM, FaceModel, pad_batch
 from vasa_jax.motion import Controls, MotionModel, WindowLoop
 
@@ -67,8 +68,18 @@ class StreamingSampler:
     # The portrait's own motion (denormalised [M]): the video starts from it, `still` keeps its pose.
     self.portrait_motion = np.asarray(
         jnp.concatenate([self.portrait["z_pose"], self.portrait["z_dyn"]], -1)[0])
+    # Stage 2 generates these latents, or (motion_source "labels") motion in label space, which
+    # `label_motion` writes into the portrait's own latents: `stage2_motion` is the portrait's
+    # motion in stage 2's space, `pose_cols` where its pose lies.
+    self.label_space = mcfg.motion_train.motion_source == "labels"
+    if self.label_space:
+      self.stage2_motion = label_motion.from_latents(self.portrait_motion[:POSE_DIM],
+                                                     self.portrait_motion[POSE_DIM:], LABEL_NAMES)
+      self.pose_cols = [LABEL_NAMES.index(n) for n in label_motion.POSE_LABELS]
+    else:
+      self.stage2_motion, self.pose_cols = self.portrait_motion, list(range(POSE_DIM))
     # Normalised, as the motion model sees it: the first window's context.
-    self.first_motion = np.asarray((jnp.asarray(self.portrait_motion) - self.mean) / self.std)
+    self.first_motion = np.asarray((jnp.asarray(self.stage2_motion) - self.mean) / self.std)
     self.loop = WindowLoop(self.motion_model, bundle.motion_params, self.first_motion, controls,
                            jax.random.key(seed), steps=self.steps, guidance=self.guidance)
     self.window_step = self.loop.step_fn
@@ -114,7 +125,9 @@ class StreamingSampler:
       self.timings["diffusion"].append(time.perf_counter() - t0)
       motion = window * self.std + self.mean
       if self.still:  # Keep the portrait's head pose; lips, eyes and expression still move.
-        motion[:, :POSE_DIM] = self.portrait_motion[:POSE_DIM]
+        motion[:, self.pose_cols] = self.stage2_motion[self.pose_cols]
+      if self.label_space:
+        motion = label_motion.to_latents(motion, LABEL_NAMES, self.portrait_motion[POSE_DIM:])
       yield motion
 
   def render(self, motion_NxM: np.ndarray) -> Iterator[np.ndarray]:

@@ -38,12 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.enc_widths = (16, 64)             # appearance encoder: one halving per width
   c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
   c.face.motion_widths = (16, 48, 96)     # thin first stage: full-res convs are the slow ones on CPU
+  c.face.motion_s2d = False        # lever: pose/dynamics encoders fold larger images into channels instead of resizing
   c.face.z_id = 64
   c.face.z_dyn = 64
   c.face.flow_channels = 16
   c.face.render_vol_blocks = 0   # 3D convs run at ~16 GFLOP/s on CPU: skipped to stay real time
   c.face.gen_widths = (96, 64)             # 2D generator: S -> 2S, then 2x2 sub-pixels = image_size
   c.face.out_shuffle = 2          # last stage predicts 2x2 sub-pixels (1: full-resolution conv)
+  c.face.render_dyn = False        # lever: the renderer is FiLM-modulated by z_dyn as well as z_id
   c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()
@@ -70,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.motion_scale = 5.0     # CosFace s, m for motion descriptors (MegaPortraits)
   c.loss.motion_margin = 0.2
   c.loss.pose_sup = 0.5         # only where the data has pose labels
+  c.loss.pose_sup_all = False   # lever: pose_sup also ties translation and -log distance (else the angles only)
+  c.loss.dyn_sup = 0.0          # lever: first dims of z_dyn follow expression labels (label_motion.DYN_LABELS)
+  c.loss.dyn_free_from_src = 0.0  # lever: share of recons whose free z_dyn dims come from the source
   c.loss.id_scale = 30.0
   c.loss.id_margin = 0.2
 

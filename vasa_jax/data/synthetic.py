@@ -229,17 +229,22 @@ def make_cross_clip(identity_id: int, motion_clip: dict, resolution: int | None 
 # Corpus
 
 
-def benchmark_identities(num_identities: int) -> range:
+def benchmark_identities(num_identities: int, first_identity: int = 0) -> range:
   """Held-out identity ids: the last ~10% (none when there is a single identity)."""
   n = 0 if num_identities < 2 else max(1, int(round(0.1 * num_identities)))
-  return range(num_identities - n, num_identities)
+  end = first_identity + num_identities
+  return range(end - n, end)
 
 
-def corpus_jobs(num_identities: int, clips_per_identity: int, seed: int) -> list:
-  """Every clip of a corpus as (split, identity, audio_seed, motion identity or None)."""
-  bench = benchmark_identities(num_identities)
+def corpus_jobs(num_identities: int, clips_per_identity: int, seed: int, first_identity: int = 0) -> list:
+  """Every clip of a corpus as (split, identity, audio_seed, motion identity or None).
+
+  Identities are `first_identity .. first_identity + num_identities - 1`: a corpus
+  that starts past every id a checkpoint was trained on is a benchmark of new faces.
+  """
+  bench = benchmark_identities(num_identities, first_identity)
   jobs = []
-  for ident in range(num_identities):
+  for ident in range(first_identity, first_identity + num_identities):
     split = "benchmark" if ident in bench else "train"
     base = BENCHMARK_AUDIO_BASE if split == "benchmark" else 0
     for j in range(clips_per_identity):
@@ -262,10 +267,10 @@ def _run_job(job_and_cfg):
 
 
 def write_corpus(out_dir, num_identities, clips_per_identity, num_frames, resolution, seed,
-                 workers=None, clips_per_shard=64, progress=True, overwrite=False):
+                 workers=None, clips_per_shard=64, progress=True, overwrite=False, first_identity=0):
   """Renders clips in worker processes; the main process writes them in a fixed order."""
   _check(num_frames, resolution)
-  jobs = corpus_jobs(num_identities, clips_per_identity, seed)
+  jobs = corpus_jobs(num_identities, clips_per_identity, seed, first_identity)
   work = [(j, num_frames, resolution) for j in jobs]
   workers = workers or os.cpu_count() or 1
   with records.CorpusWriter(out_dir, resolution=resolution, fps=FPS, sample_rate=SAMPLE_RATE,
@@ -286,6 +291,26 @@ def write_corpus(out_dir, num_identities, clips_per_identity, num_frames, resolu
       if pool is not None:
         pool.terminate()
   return len(jobs)
+
+
+def region_masks(identity_id: int, labels: dict, resolution: int, *, grow: int = 1) -> dict:
+  """Boolean [T, H, W] masks of the mouth and the eyes in each frame of a clip.
+
+  The renderer draws the same frame twice with only the feature changed (mouth
+  shut / wide open, eyes open / closed): the pixels that differ are the region
+  the feature can occupy in that pose, grown by `grow` pixels.
+  """
+  ident = identity_params(identity_id)
+  masks = {}
+  for name, key, lo, hi in (("mouth", "mouth_open", 0.0, 1.0), ("eyes", "blink", 0.0, 1.0)):
+    a = dict(labels, **{key: np.full_like(np.asarray(labels[key], np.float32), lo)})
+    b = dict(labels, **{key: np.full_like(np.asarray(labels[key], np.float32), hi)})
+    diff = np.abs(render_frames(ident, a, resolution).astype(np.int16)
+                  - render_frames(ident, b, resolution).astype(np.int16)).max(-1) > 8
+    for _ in range(grow):
+      diff = diff | np.roll(diff, 1, 1) | np.roll(diff, -1, 1) | np.roll(diff, 1, 2) | np.roll(diff, -1, 2)
+    masks[name] = diff
+  return masks
 
 
 def contact_sheet(first_identity: int = 0, resolution: int = 128, n: int = 16) -> np.ndarray:
@@ -316,7 +341,9 @@ def _parser():
                       "Write a synthetic talking-head corpus (train / benchmark / benchmark_cross splits) "
                       "or preview PNGs of it.")
   p.add_argument("--out", help="corpus folder to write (must not already hold a corpus)")
-  p.add_argument("--identities", type=int, default=100, help="number of identities (ids 0..N-1)")
+  p.add_argument("--identities", type=int, default=100, help="number of identities (ids F..F+N-1)")
+  p.add_argument("--first-identity", type=int, default=0, metavar="F",
+                 help="first identity id (a corpus of ids past a model's training set has only new faces)")
   p.add_argument("--clips-per-identity", type=int, default=4, help="clips per identity")
   p.add_argument("--frames", type=int, default=100, help="frames per clip (25 fps)")
   p.add_argument("--resolution", type=int, default=128, help=f"square frame size, {MIN_RESOLUTION}..{MAX_RESOLUTION}")
@@ -372,8 +399,9 @@ def main(args) -> int:
   for name in ("identities", "clips_per_identity", "frames", "workers", "clips_per_shard"):
     if getattr(args, name) < 1:
       raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-  if args.identity < 0:
-    raise UserError(f"--identity must be >= 0, got {args.identity}")
+  for name in ("identity", "first_identity"):
+    if getattr(args, name) < 0:
+      raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
   _check(args.frames, args.resolution)
   if not (args.contact_sheet or args.strip or args.out or args.speak):
     raise UserError("nothing to do: give --out DIR, --contact-sheet PATH, --strip PATH or --speak [AUDIO]")
@@ -387,7 +415,8 @@ def main(args) -> int:
     print(f"wrote {os.path.abspath(speak(args.speak, args.video, args.identity, args.resolution, args.seed))}")
   if args.out:
     n = write_corpus(args.out, args.identities, args.clips_per_identity, args.frames, args.resolution,
-                     args.seed, args.workers, args.clips_per_shard, overwrite=args.overwrite)
+                     args.seed, args.workers, args.clips_per_shard, overwrite=args.overwrite,
+                     first_identity=args.first_identity)
     print(f"wrote {n} clips to {args.out}")
   return 0
 

@@ -96,17 +96,35 @@ class Downsampler(nn.Module):
     return x
 
 
+def space_to_depth(img_BxHxWxC, f: int):
+  """[B, H, W, C] -> [B, H/f, W/f, f*f*C]: a lossless downscale (every pixel is kept)."""
+  b, h, w, c = img_BxHxWxC.shape
+  x = img_BxHxWxC.reshape(b, h // f, f, w // f, f, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // f, w // f, f * f * c)
+
+
 class VectorEncoder(nn.Module):
-  """Image -> vector (identity, pose and dynamics each have their own)."""
+  """Image -> vector (identity, pose and dynamics each have their own).
+
+  The encoder's convolutions run at `input_size`. A larger image is brought there
+  by resizing, or, with `s2d`, by folding f x f pixel blocks into channels: the
+  same cost after the first layer, but a mouth or an eye a few pixels wide stays
+  visible instead of being averaged away.
+  """
   widths: Sequence[int]
   out_dim: int
   input_size: int
   remat: bool = False
+  s2d: bool = False
 
   @nn.compact
   def __call__(self, img):
-    if img.shape[1] != self.input_size:
-      img = jax.image.resize(img, (img.shape[0], self.input_size, self.input_size, 3), "linear")
+    size = img.shape[1]
+    if size != self.input_size:
+      if self.s2d and size > self.input_size and size % self.input_size == 0:
+        img = space_to_depth(img, size // self.input_size)
+      else:
+        img = jax.image.resize(img, (img.shape[0], self.input_size, self.input_size, 3), "linear")
     x = Downsampler(self.widths, self.remat)(img)
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
     x = jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
@@ -118,10 +136,11 @@ class PoseEncoder(nn.Module):
   widths: Sequence[int]
   input_size: int
   remat: bool = False
+  s2d: bool = False
 
   @nn.compact
   def __call__(self, img):
-    raw = VectorEncoder(self.widths, POSE_DIM, self.input_size, self.remat)(img)
+    raw = VectorEncoder(self.widths, POSE_DIM, self.input_size, self.remat, self.s2d)(img)
     return jnp.tanh(raw) * jnp.array(_POSE_LIMITS, raw.dtype)
 
 
@@ -192,7 +211,8 @@ class Renderer(nn.Module):
   out_shuffle: int = 1
 
   @nn.compact
-  def __call__(self, vol_BxDxSxSxC, z_id):
+  def __call__(self, vol_BxDxSxSxC, cond):
+    """`cond` modulates every 2D block (FiLM): z_id, or z_id with z_dyn (`render_dyn`)."""
     block2d, block3d = _blocks(self.remat)
     x = vol_BxDxSxSxC
     for _ in range(self.vol_blocks):
@@ -200,11 +220,11 @@ class Renderer(nn.Module):
     b, d, s, _, c = x.shape
     x = x.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
     x = nn.Conv(self.widths[0], (1, 1))(x)
-    x = block2d(self.widths[0])(x, z_id)
-    x = block2d(self.widths[0])(x, z_id)
+    x = block2d(self.widths[0])(x, cond)
+    x = block2d(self.widths[0])(x, cond)
     for w in self.widths[1:]:
       x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
-      x = block2d(w)(x, z_id)
+      x = block2d(w)(x, cond)
     f = self.out_shuffle
     if x.shape[1] * f != self.image_size:
       raise ValueError(f"renderer reaches {x.shape[1] * f}px, config asks for {self.image_size}px: "
@@ -228,8 +248,8 @@ class FaceLatent(nn.Module):
     r = c.remat
     self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size, remat=r)
     self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input, remat=r)
-    self.pose = PoseEncoder(c.motion_widths, c.motion_input, remat=r)
-    self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r)
+    self.pose = PoseEncoder(c.motion_widths, c.motion_input, remat=r, s2d=c.motion_s2d)
+    self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r, s2d=c.motion_s2d)
     self.to_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
     self.from_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
     self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r, out_shuffle=c.out_shuffle)
@@ -260,4 +280,8 @@ class FaceLatent(nn.Module):
     rot, trans, scale = pose_to_transform(z_pose)
     flow = self.from_canonical(z_dyn, z_id)
     vol = warp.warp_volume(v_app, rot, trans, scale, flow, inverse=True)
-    return self.renderer(vol, z_id)
+    # A warp only moves features that exist: a mouth closed in the source has no
+    # interior to move. With `render_dyn` the renderer also sees z_dyn, so it can
+    # paint what the dynamics ask for (an open mouth, closed eyelids).
+    cond = jnp.concatenate([z_id, z_dyn], -1) if self.cfg.render_dyn else z_id
+    return self.renderer(vol, cond)

@@ -32,6 +32,7 @@ def main(args) -> int:
   import jax.numpy as jnp
   import numpy as np
 
+  from vasa_jax import label_motion
   from vasa_jax.errors import UserError
   from vasa_jax.train import mesh as mesh_lib
   from vasa_jax.train import stage1
@@ -50,9 +51,12 @@ def main(args) -> int:
   b, s = cfg.train.batch_size, cfg.face.image_size
   frames = jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=data)
   ids = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data)
-  angles = jax.ShapeDtypeStruct((b, 3), jnp.float32, sharding=data)
+  # Labelled data (what the synthetic corpus gives): pose and expression targets per frame.
+  n_pose, n_dyn = len(label_motion.POSE_LABELS), len(label_motion.DYN_LABELS)
+  pose = jax.ShapeDtypeStruct((b, n_pose), jnp.float32, sharding=data)
+  dyn = jax.ShapeDtypeStruct((b, n_dyn), jnp.float32, sharding=data)
   batch = {"src": frames, "drv": frames, "other": frames, "src_class": ids, "other_class": ids,
-           "src_angles": angles, "drv_angles": angles}
+           "src_pose": pose, "drv_pose": pose, "src_dyn": dyn, "drv_dyn": dyn, "other_dyn": dyn}
   step = jax.jit(task.train_step, in_shardings=(state_shardings, data, repl),
                  out_shardings=(state_shardings, repl), donate_argnums=(0,))
   t0 = time.time()
@@ -77,7 +81,7 @@ def main(args) -> int:
             "other": host.integers(0, 256, frames.shape, dtype=np.uint8),
             "src_class": np.arange(b, dtype=np.int32) % cfg.idnet.num_classes,
             "other_class": (np.arange(b, dtype=np.int32) + 1) % cfg.idnet.num_classes,
-            "src_angles": np.zeros((b, 3), np.float32), "drv_angles": np.zeros((b, 3), np.float32)}
+            **{k: np.zeros(v.shape, np.float32) for k, v in batch.items() if k.endswith(("_pose", "_dyn"))}}
     real = mesh_lib.put_batch(real, mesh)
     t0 = time.time()
     state, metrics = compiled(state, real, rng)

@@ -10,9 +10,9 @@ from typing import Any
 
 import grain
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
+from vasa_jax import config
 from vasa_jax.errors import UserError
 
 
@@ -69,7 +69,7 @@ def load_run(workdir: str, step: int | None = None):
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise UserError(f"{workdir!r} has no finished checkpoint yet")
-    cfg = ml_collections.ConfigDict(ckpt.config(step))
+    cfg = config.from_stored(ckpt.config(step))
     state = ckpt.restore_raw(step)
   finally:
     ckpt.close()

@@ -15,6 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vasa_jax import bundle, cli
+from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import POSE_DIM
 from vasa_jax.train import checkpoint
@@ -27,7 +28,16 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   if "stats" not in state2:
     raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
   motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
-  if motion_dim != POSE_DIM + cfg1.face.z_dyn:
+  if cfg2.motion_train.motion_source == "labels":
+    # Label-space motion is written into the portrait's latents (label_motion): stage 1 must
+    # have tied its latents to those labels.
+    if motion_dim != len(LABEL_NAMES):
+      raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d label motion; "
+                      f"expected the {len(LABEL_NAMES)} labels {', '.join(LABEL_NAMES)}")
+    if not (cfg1.loss.pose_sup and cfg1.loss.dyn_sup):
+      raise UserError(f"stage-1 run {stage1_workdir!r} was trained without pose_sup and dyn_sup, so its "
+                      "latents are not tied to labels; train stage 2 on its extract_motion corpus instead")
+  elif motion_dim != POSE_DIM + cfg1.face.z_dyn:
     raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d motion but stage 1 expects "
                     f"{POSE_DIM} + {cfg1.face.z_dyn}; train stage 2 on this stage-1 run's extract_motion corpus")
   if os.path.exists(out_dir):

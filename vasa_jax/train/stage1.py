@@ -10,7 +10,14 @@ of another identity (`other`). Losses (weights in `config.loss`):
                (cosine of a frozen-per-step identity embedding)
   motion_cos   MegaPortraits-style: the dynamics read back from the cross-identity
                output match other's dynamics (CosFace over the batch)
-  pose_sup     optional: z_pose's angles follow per-frame pose labels when the data has them
+  pose_sup     optional: z_pose follows per-frame pose labels when the data has them: the angles,
+               and also translation and -log distance where those labels exist
+  dyn_sup      optional: the first dims of z_dyn follow per-frame expression labels (`DYN_LABELS`:
+               mouth, blink, gaze, brow, smile) when the data has them, both as encoded from
+               the real frames and as read back from the cross-identity output (so the decoder
+               must draw the driver's mouth and eyes for the encoder to find them). Synthetic
+               clips carry exact labels; real clips get landmark-derived pseudo-labels of the
+               same names. Without labels the term is absent and the recipe is VASA's own.
 The identity network is trained in the same step with CosFace on real frames.
 """
 
@@ -25,7 +32,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from vasa_jax import label_motion
 from vasa_jax.face_model import FaceModel
+from vasa_jax.label_motion import DYN_LABELS, POSE_LABELS
 from vasa_jax.models import discriminator as disc_lib
 from vasa_jax.models import identity_net
 from vasa_jax.train import state as state_lib
@@ -52,6 +61,9 @@ class Stage1:
     self.disc = disc_lib.MultiScaleDiscriminator(cfg.disc.widths, cfg.disc.scales)
     self.idnet = identity_net.IdentityNet(cfg.idnet.widths, cfg.idnet.embed_dim, cfg.idnet.input_size)
     self.num_classes = num_classes
+    # A run whose GAN never starts does no discriminator work at all (it is the
+    # costliest part of a step that would otherwise be multiplied by zero).
+    self.gan_used = cfg.train.gan_start < cfg.train.steps
     t = cfg.train
     self.tx = {
         "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.lr_gen, b1=t.b1, b2=t.b2)),
@@ -91,7 +103,7 @@ class Stage1:
 
   # ------------------------------------------------------------------ losses
 
-  def _generate(self, gen_params, src, drv, other):
+  def _generate(self, gen_params, src, drv, other, keep_free=None):
     """All generated images of a step, decoded as one batch (one decoder in the graph).
 
     Batching the decodes keeps the compiled step small (compile time grows with
@@ -103,7 +115,15 @@ class Stage1:
     a_s = jax.tree.map(lambda x: x[:b], both)
     a_d = jax.tree.map(lambda x: x[b:], both)
     m_o = self.encode_motion(gen_params, other)
-    jobs = [("recon", a_s, a_d["z_pose"], a_d["z_dyn"]), ("cross", a_s, m_o["z_pose"], m_o["z_dyn"])]
+    dyn_recon = a_d["z_dyn"]
+    if keep_free is not None:
+      # Where keep_free_B is set, the driver's free (unlabelled) z_dyn dims are replaced by the
+      # source's: the decoder learns to render motion from the labelled dims alone, the way
+      # label-space stage-2 motion is decoded (`label_motion.to_latents`).
+      n = len(DYN_LABELS)
+      free = jnp.where(keep_free[:, None], a_s["z_dyn"][:, n:], dyn_recon[:, n:])
+      dyn_recon = jnp.concatenate([dyn_recon[:, :n], free], -1)
+    jobs = [("recon", a_s, a_d["z_pose"], dyn_recon), ("cross", a_s, m_o["z_pose"], m_o["z_dyn"])]
     if c.pose_cons:
       jobs += [("pose_j", a_d, a_s["z_pose"], a_d["z_dyn"]), ("pose_i", a_s, a_s["z_pose"], a_d["z_dyn"])]
     if c.dyn_cons:
@@ -116,11 +136,14 @@ class Stage1:
       out[job[0]] = images[n * b:(n + 1) * b]
     return out
 
-  def gen_loss(self, gen_params, params, batch, gan_on):
+  def gen_loss(self, gen_params, params, batch, gan_on, rng=None):
     c = self.cfg.loss
     src, drv, other = batch["src"], batch["drv"], batch["other"]
     b = src.shape[0]
-    out = self._generate(gen_params, src, drv, other)
+    keep_free = None
+    if c.dyn_free_from_src and rng is not None and "src_dyn" in batch:
+      keep_free = jax.random.bernoulli(rng, c.dyn_free_from_src, (b,))
+    out = self._generate(gen_params, src, drv, other, keep_free)
     recon, cross = out["recon"], out["cross"]
     terms = {"l1": multiscale_l1(recon, drv), "ssim": 1.0 - ssim(recon, drv)}
     if c.pose_cons:
@@ -132,15 +155,22 @@ class Stage1:
     dyn_back = self.encode_motion(gen_params, cross)["z_dyn"]
     terms["motion_cos"] = batch_cosface(dyn_back, jax.lax.stop_gradient(out["m_o"]["z_dyn"]),
                                         scale=c.motion_scale, margin=c.motion_margin)
-    if c.pose_sup and "src_angles" in batch:
-      pred = jnp.concatenate([out["a_s"]["z_pose"][:, :3], out["a_d"]["z_pose"][:, :3]])
-      target = jnp.concatenate([batch["src_angles"], batch["drv_angles"]])
+    if c.pose_sup and "src_pose" in batch:
+      n = batch["src_pose"].shape[-1] if c.pose_sup_all else len(ANGLE_LABELS)
+      pred = jnp.concatenate([out["a_s"]["z_pose"][:, :n], out["a_d"]["z_pose"][:, :n]])
+      target = jnp.concatenate([batch["src_pose"], batch["drv_pose"]])
       terms["pose_sup"] = jnp.mean(jnp.abs(pred - target))
-    d_out = self.disc.apply(params["disc"], jnp.concatenate([recon, drv]))
-    d_fake = [(logits[:b], [f[:b] for f in feats]) for logits, feats in d_out]
-    d_real = [(logits[b:], [f[b:] for f in feats]) for logits, feats in d_out]
-    terms["gan"] = disc_lib.hinge_g_loss(d_fake) * gan_on
-    terms["fm"] = disc_lib.feature_matching_loss(d_real, d_fake) * gan_on
+    if c.dyn_sup and "src_dyn" in batch:
+      n = batch["src_dyn"].shape[-1]
+      pred = jnp.concatenate([out["a_s"]["z_dyn"][:, :n], out["a_d"]["z_dyn"][:, :n], dyn_back[:, :n]])
+      target = jnp.concatenate([batch["src_dyn"], batch["drv_dyn"], batch["other_dyn"]])
+      terms["dyn_sup"] = jnp.mean(jnp.abs(pred - target))
+    if self.gan_used:
+      d_out = self.disc.apply(params["disc"], jnp.concatenate([recon, drv]))
+      d_fake = [(logits[:b], [f[:b] for f in feats]) for logits, feats in d_out]
+      d_real = [(logits[b:], [f[b:] for f in feats]) for logits, feats in d_out]
+      terms["gan"] = disc_lib.hinge_g_loss(d_fake) * gan_on
+      terms["fm"] = disc_lib.feature_matching_loss(d_real, d_fake) * gan_on
     total = sum(getattr(c, k) * v for k, v in terms.items())
     return total, (terms, out)
 
@@ -163,15 +193,17 @@ class Stage1:
 
   def train_step(self, state: State, batch: dict, rng) -> tuple[State, dict]:
     """One simultaneous update of generator, discriminator and identity net."""
-    del rng  # The step is deterministic given the batch; kept for a uniform signature.
     batch = prepare_batch(batch)
     p = state.params
     gan_on = (state.step >= self.cfg.train.gan_start).astype(jnp.float32)
     (g_total, (terms, out)), g_grads = jax.value_and_grad(self.gen_loss, has_aux=True)(
-        p["gen"], p, batch, gan_on)
-    fake = jax.lax.stop_gradient(out["recon"])
-    d_total, d_grads = jax.value_and_grad(self.disc_loss)(p["disc"], batch["drv"], fake)
-    d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
+        p["gen"], p, batch, gan_on, rng)
+    if self.gan_used:
+      fake = jax.lax.stop_gradient(out["recon"])
+      d_total, d_grads = jax.value_and_grad(self.disc_loss)(p["disc"], batch["drv"], fake)
+      d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
+    else:
+      d_total, d_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, p["disc"])
     i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
 
     finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(i_total)
@@ -226,9 +258,16 @@ def batch_from_pipeline(raw: dict, class_of: dict[int, int]) -> dict:
   lookup = np.vectorize(lambda i: class_of.get(int(i), 0), otypes=[np.int32])
   batch = {"src": raw["src_BxHxWx3"], "drv": raw["drv_BxHxWx3"], "other": raw["other_BxHxWx3"],
            "src_class": lookup(raw["src_id_B"]), "other_class": lookup(raw["other_id_B"])}
-  if all(k in raw.get("src_labels", {}) for k in ANGLE_LABELS):
-    batch["src_angles"] = np.stack([raw["src_labels"][k] for k in ANGLE_LABELS], -1).astype(np.float32)
-    batch["drv_angles"] = np.stack([raw["drv_labels"][k] for k in ANGLE_LABELS], -1).astype(np.float32)
+  labels = raw.get("src_labels", {})
+  if all(k in labels for k in POSE_LABELS):
+    for who in ("src", "drv"):
+      batch[f"{who}_pose"] = label_motion.pose_target(raw[f"{who}_labels"])
+  elif all(k in labels for k in ANGLE_LABELS):  # Angles only: the first three pose dims.
+    for who in ("src", "drv"):
+      batch[f"{who}_pose"] = np.stack([raw[f"{who}_labels"][k] for k in ANGLE_LABELS], -1).astype(np.float32)
+  if all(k in labels for k in DYN_LABELS):
+    for who in ("src", "drv", "other"):
+      batch[f"{who}_dyn"] = label_motion.dyn_target(raw[f"{who}_labels"])
   return batch
 
 

@@ -1,0 +1,93 @@
+"""Label-space stage 2, the read-out network and the pixel-level evaluation, end to end on the tiny config."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vasa_jax import bundle, cli, evaluate, label_motion, media, readout, sample, stream
+from vasa_jax.data import synthetic
+from vasa_jax.train import __main__ as train_main
+from vasa_jax.train import export
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  """Stage 1 (2 steps) + stage 2 on labels (2 steps) -> bundle; a read-out trained 30 steps."""
+  root = tmp_path_factory.mktemp("pixel")
+  clips = str(root / "syn64")
+  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=4,
+                         workers=1, progress=False)
+  run1, run2 = str(root / "run1"), str(root / "run2")
+  common = ["--config", "tiny", "--steps", "2"]
+  assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0
+  assert cli.run(train_main.main, train_main.parser(),
+                 common + ["--stage", "2", "--data", clips, "--workdir", run2,
+                           "--config.motion_train.motion_source=labels"]) == 0
+  out = str(root / "bundle")
+  export.export(run1, run2, out)
+  ro = str(root / "readout")
+  meta = readout.train(clips, ro, steps=30, batch=8, log=lambda *_: None)
+  return {"clips": clips, "bundle": out, "readout": ro, "meta": meta}
+
+
+def test_readout_saves_loads_and_reports_its_accuracy(tiny):
+  meta = tiny["meta"]
+  assert set(meta["benchmark_accuracy"]) == set(synthetic.LABEL_NAMES)
+  for v in meta["benchmark_accuracy"].values():
+    assert v["mae"] >= 0 and -1 <= v["corr"] <= 1
+  r = readout.Readout.load(tiny["readout"])
+  frames = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+  a, b = r(frames), r(frames.astype(np.float32) / 255.0)
+  assert set(a) == set(synthetic.LABEL_NAMES) and a["mouth_open"].shape == (3,)
+  np.testing.assert_allclose(a["blink"], b["blink"], rtol=1e-5)
+  with pytest.raises(Exception, match="64px"):
+    r(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_label_space_bundle_streams_and_still_keeps_the_pose(tiny):
+  model = bundle.load(tiny["bundle"])
+  audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000]
+  portrait = media.load_image(sample.EXAMPLE_IMAGE)
+  s = stream.StreamingSampler(model, portrait, steps=2, seed=1, watermark=None, still=True)
+  assert s.label_space
+  # The portrait's pose survives the trip to label space and back (distance <-> log scale).
+  first = s.first_motion * np.asarray(s.std) + np.asarray(s.mean)
+  back = label_motion.to_latents(first[None], synthetic.LABEL_NAMES, s.portrait_motion[6:])[0]
+  np.testing.assert_allclose(back, s.portrait_motion, rtol=1e-4, atol=1e-5)
+  # With --still every generated frame keeps exactly that pose.
+  s.add_audio(audio)
+  windows = list(s.motion_windows(final=True))
+  assert windows and all(np.allclose(w[:, :6], s.portrait_motion[:6], atol=1e-5) for w in windows)
+  s2 = stream.StreamingSampler(model, portrait, steps=2, seed=1, watermark=None, still=True)
+  frames = np.stack(list(stream.generate(s2, audio)))
+  assert frames.shape == (25, 64, 64, 3) and frames.dtype == np.uint8
+
+
+def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
+  out_json = str(tmp_path / "s1.json")
+  assert cli.run(evaluate.main, evaluate.parser(),
+                 ["--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--readout", tiny["readout"],
+                  "--json", out_json]) == 0
+  table = capsys.readouterr().out
+  assert "inside the mouth region" in table and "mouth opening" in table
+  res = json.load(open(out_json))
+  assert 0 < res["mouth_psnr"] < 80 and 0 < res["eyes_psnr"] < 80
+  assert -1 <= res["mouth_corr_out"] <= 1 and -1 <= res["blink_corr_gt"] <= 1
+  out_json = str(tmp_path / "s2.json")
+  assert cli.run(evaluate.main, evaluate.parser(),
+                 ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--readout",
+                  tiny["readout"], "--max-clips", "1", "--steps", "2", "--cfg-audio", "0.5",
+                  "--speech", sample.EXAMPLE_AUDIO, "--json", out_json]) == 0
+  assert "lip sync" in capsys.readouterr().out
+  res = json.load(open(out_json))
+  row = res["runs"][0]
+  assert res["clips"] == 1 and row["steps"] == 2
+  for k in ("mouth_corr", "mouth_corr_speech", "delta_p_ratio", "gaze_err_deg", "distance_err", "emotion_acc"):
+    assert np.isfinite(row[k])
+  # Stage 2 on a bundle without a read-out is refused with a clear message.
+  assert cli.run(evaluate.main, evaluate.parser(),
+                 ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"]]) == 2
+  assert "--readout" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""Pixel-level evaluation measures on cases with known answers."""
+
+import numpy as np
+import pytest
+
+from vasa_jax import evaluate, readout
+from vasa_jax.data import synthetic
+from vasa_jax.models import face_latent
+
+
+def _mouth_track(seed=3, frames=100):
+  _, track = synthetic.synth_speech(seed, frames, synthetic.FPS)
+  return np.asarray(track["open"], np.float64)
+
+
+def test_lip_sync_truth_one_frozen_zero_shift_lowers():
+  truth = _mouth_track()
+  assert evaluate.correlation(truth, truth) == pytest.approx(1.0)
+  assert evaluate.correlation(np.full_like(truth, 0.3), truth) == 0.0  # A frozen mouth carries nothing.
+  shifted = np.roll(truth, 4)  # Audio 160 ms late.
+  assert evaluate.correlation(shifted, truth) < 0.6
+  other = _mouth_track(seed=11)  # Another utterance's mouth.
+  assert abs(evaluate.correlation(other, truth)) < 0.3
+
+
+def test_region_psnr_counts_only_the_mask():
+  gt = np.zeros((2, 8, 8, 3))
+  out = gt.copy()
+  out[:, :4] = 0.1  # Error only in the top half.
+  mask = np.zeros((2, 8, 8), bool)
+  mask[0, 4:] = True   # Frame 0: the mask sees no error.
+  mask[1, :4] = True   # Frame 1: only error (MSE 0.01 -> 20 dB).
+  psnr = evaluate.region_psnr(out, gt, mask)
+  assert psnr[0] > 90
+  assert psnr[1] == pytest.approx(20.0, abs=1e-4)
+  assert np.isnan(evaluate.region_psnr(out, gt, np.zeros((2, 8, 8), bool))).all()
+
+
+def test_blink_rate_and_delta_p():
+  blink = np.zeros(250)  # 10 s at 25 fps
+  for start in (20, 120, 200):
+    blink[start:start + 5] = 1.0
+  assert evaluate.blink_rate(blink, 25) == pytest.approx(18.0)  # 3 blinks in 10 s
+  angles = np.zeros((11, 3))
+  angles[:, 0] = np.radians(np.arange(11) * 0.5)  # yaw grows 0.5 deg per frame
+  assert evaluate.delta_p_deg(angles, [0, 1, 2]) == pytest.approx(0.5 / 3)
+  assert evaluate.delta_p_deg(angles * 2, [0, 1, 2]) == pytest.approx(2 * evaluate.delta_p_deg(angles, [0, 1, 2]))
+
+
+def test_emotion_of_picks_the_nearest_centre():
+  for e, (smile, brow) in readout._EMOTION_SMILE_BROW.items():
+    assert synthetic.EMOTIONS[readout.emotion_of([smile + 0.05], [brow - 0.05])] == e
+
+
+def test_region_masks_cover_mouth_and_eyes():
+  clip = synthetic.make_clip(5, 1, 3, 64, render=False)
+  masks = synthetic.region_masks(5, clip["labels"], 64)
+  mouth, eyes = masks["mouth"], masks["eyes"]
+  assert mouth.shape == eyes.shape == (3, 64, 64)
+  assert 0.002 < mouth.mean() < 0.2 and 0.001 < eyes.mean() < 0.1
+  rows_m, rows_e = np.nonzero(mouth[0])[0].mean(), np.nonzero(eyes[0])[0].mean()
+  assert rows_e < rows_m  # Eyes above the mouth.
+
+
+def test_first_identity_offsets_every_split():
+  jobs = synthetic.corpus_jobs(10, 1, seed=0, first_identity=500)
+  ids = {j[1] for j in jobs}
+  assert min(ids) == 500 and max(ids) == 509
+  assert {j[1] for j in jobs if j[0] == "benchmark"} == {509}
+
+
+def test_space_to_depth_keeps_every_pixel():
+  x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+  y = np.asarray(face_latent.space_to_depth(x, 2))
+  assert y.shape == (2, 2, 2, 12)
+  assert sorted(y.ravel().tolist()) == sorted(x.ravel().tolist())
+  np.testing.assert_array_equal(y[0, 0, 0, :3], x[0, 0, 0])
+  np.testing.assert_array_equal(y[0, 0, 0, 3:6], x[0, 0, 1])
+  np.testing.assert_array_equal(y[0, 0, 0, 6:9], x[0, 1, 0])
