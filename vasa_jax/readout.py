@@ -45,17 +45,16 @@ class ReadoutNet(nn.Module):
     return VectorEncoder(self.widths, self.num_labels, self.input_size, s2d=True)(img)
 
 
-def _load_frames(corpus, split: str, stride: int, max_clips: int | None):
+def _load_frames(corpus, split: str, stride: int):
+  """Every `stride`-th frame of a split (offset per clip) with its labels [N, L]."""
   source = corpus.source(split)
-  n = len(source) if max_clips is None else min(len(source), max_clips)
-  frames, labels, clip_of = [], [], []
-  for i in range(n):
+  frames, labels = [], []
+  for i in range(len(source)):
     clip = records.decode_clip(source[i])
     idx = np.arange(i % stride, len(clip["frames"]), stride)
     frames.append(clip["frames"][idx])
     labels.append(np.stack([clip["labels"][k][idx] for k in LABEL_NAMES], -1))
-    clip_of.append(np.full(len(idx), i))
-  return np.concatenate(frames), np.concatenate(labels).astype(np.float32), np.concatenate(clip_of)
+  return np.concatenate(frames), np.concatenate(labels).astype(np.float32)
 
 
 class Readout:
@@ -109,8 +108,8 @@ def emotion_of(smile, brow) -> int:
   return int(np.argmin(((centres - point) ** 2).sum(-1)))
 
 
-def accuracy(readout: Readout, frames, labels_NxL, clip_of) -> dict:
-  """Per-label mean absolute error and correlation, and clip-level emotion accuracy if given."""
+def accuracy(readout: Readout, frames, labels_NxL) -> dict:
+  """Per-label mean absolute error and correlation of the read-out against the true labels."""
   pred = readout(frames)
   out = {}
   for i, k in enumerate(LABEL_NAMES):
@@ -132,7 +131,7 @@ def train(data_dir: str, out_dir: str, *, steps: int = 2000, batch: int = 32, lr
   missing = sorted(set(LABEL_NAMES) - set(corpus.manifest.get("label_names", ())))
   if missing:
     raise UserError(f"corpus {data_dir} lacks the labels {missing}; the read-out trains on a labelled corpus")
-  frames, labels, _ = _load_frames(corpus, "train", stride, None)
+  frames, labels = _load_frames(corpus, "train", stride)
   res = int(frames.shape[1])
   mean, std = labels.mean(0), np.maximum(labels.std(0), 1e-3)
   target = (labels - mean) / std
@@ -161,8 +160,8 @@ def train(data_dir: str, out_dir: str, *, steps: int = 2000, batch: int = 32, lr
   meta = {"labels": list(LABEL_NAMES), "mean": mean.tolist(), "std": std.tolist(), "resolution": res,
           "steps": steps, "data": os.path.abspath(data_dir)}
   readout = Readout(params, meta)
-  b_frames, b_labels, b_clip = _load_frames(corpus, "benchmark", stride, None)
-  meta["benchmark_accuracy"] = accuracy(readout, b_frames, b_labels, b_clip)
+  b_frames, b_labels = _load_frames(corpus, "benchmark", stride)
+  meta["benchmark_accuracy"] = accuracy(readout, b_frames, b_labels)
   os.makedirs(out_dir, exist_ok=True)
   with media.atomic_output(os.path.join(out_dir, WEIGHTS)) as tmp:
     with open(tmp, "wb") as f:

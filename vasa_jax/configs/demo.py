@@ -10,7 +10,10 @@ Expect: ~2.5 s per stage-1 step and ~0.6 s per stage-2 step on a 2-core CPU. The
         the README's "The demo checkpoint" section lists every command. The full 5,000 + 20,000 steps
         are what a longer CPU run (or any GPU) should use.
 
-The base config holds the demo's values, so this run changes only its name.
+The base config holds the demo's values, so this run changes only its name. The levers for a
+talking demo (face.motion_s2d, face.render_dyn, loss.pose_sup_all, loss.dyn_sup,
+loss.dyn_free_from_src, motion_train.motion_source=labels) are off: the shipped bundle was trained
+without them, and the README's "Making the demo talk" lists what they have shown so far.
 """
 
 import ml_collections
