@@ -120,10 +120,10 @@ def test_identity_and_motion_terms_follow_who_reaches_the_cross_output(task):
 
 def test_pose_supervision_is_zero_on_the_labelled_angles(task):
   src, drv, other = _imgs(0), _imgs(1), _imgs(2)
-  exact = {"src_angles": src.mean((1, 2)), "drv_angles": drv.mean((1, 2))}
+  exact = {"src_pose": src.mean((1, 2)), "drv_pose": drv.mean((1, 2))}
   _, terms, _ = _terms(task, 0.0, src, drv, other, angles=exact)
   assert terms["pose_sup"] == pytest.approx(0.0, abs=1e-7)
-  off = {"src_angles": exact["src_angles"] + 0.1, "drv_angles": exact["drv_angles"] - 0.1}
+  off = {"src_pose": exact["src_pose"] + 0.1, "drv_pose": exact["drv_pose"] - 0.1}
   total_off, terms, _ = _terms(task, 0.0, src, drv, other, angles=off)
   assert terms["pose_sup"] == pytest.approx(0.1, rel=1e-4)
   total_exact, _, _ = _terms(task, 0.0, src, drv, other, angles=exact)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax import bundle, cli, config, diffusion, media, sample, stream, watermark
+from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.face_model import FaceModel
 from vasa_jax.motion import MotionModel
 
@@ -77,7 +78,8 @@ def random_bundle(config_name: str):
   cfg = config.load(config_name)
   face = FaceModel(cfg.face)
   face_params = jax.jit(face.init)(jax.random.key(0))
-  m = face.motion_dim
+  # Stage 2 generates stage-1 latents, or label-space motion (motion_source "labels").
+  m = len(LABEL_NAMES) if cfg.motion_train.motion_source == "labels" else face.motion_dim
   motion_params = jax.jit(MotionModel(cfg, m).init)(jax.random.key(1))
   return bundle.Bundle(face_cfg=cfg, motion_cfg=cfg, face_params=face_params, motion_params=motion_params,
                        mean=np.zeros(m, np.float32), std=np.ones(m, np.float32), digest="random", path="")
@@ -110,7 +112,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   step_flops = _flops(guided, model.motion_params, ctx, jnp.zeros((1, w, m)), jnp.zeros((1,), jnp.int32))
   features_flops = _flops(jax.jit(mm.features), model.motion_params, wav)
   window_flops = features_flops + warm.steps * step_flops
-  motion = jnp.zeros((warm.decode_batch, model.mean.size))
+  motion = jnp.zeros((warm.decode_batch, warm.portrait_motion.size))  # What the decoder takes: latents.
   decode_flops = _flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs) / warm.decode_batch
   t_window = _best_time(warm.window_step, *args, repeats=2, min_time=0.0)
   t_decode = _best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, repeats=2, min_time=0.0)

@@ -174,7 +174,8 @@ def format_stage1(res: dict) -> str:
       ("  inside the eye regions", f"{res.get('eyes_psnr', nan):.2f}", ""),
       ("cross-identity vs ground truth", f"{res.get('cross_psnr', nan):.2f}", f"{res.get('cross_ssim', nan):.4f}"),
   ]
-  lines = [f"stage 1 at step {res['step']}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips",
+  what = f"at step {res['step']}" if isinstance(res["step"], int) else f"of {res['step']}"
+  lines = [f"stage 1 {what}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips",
            f"{'':40s} {'PSNR dB':>8s} {'SSIM':>7s}"]
   lines += [f"{a:40s} {b:>8s} {c:>7s}" for a, b, c in rows]
   if "pose_err_out" in res:

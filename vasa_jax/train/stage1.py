@@ -158,7 +158,7 @@ class Stage1:
     if c.pose_sup and "src_pose" in batch:
       n = batch["src_pose"].shape[-1] if c.pose_sup_all else len(ANGLE_LABELS)
       pred = jnp.concatenate([out["a_s"]["z_pose"][:, :n], out["a_d"]["z_pose"][:, :n]])
-      target = jnp.concatenate([batch["src_pose"], batch["drv_pose"]])
+      target = jnp.concatenate([batch["src_pose"][:, :n], batch["drv_pose"][:, :n]])
       terms["pose_sup"] = jnp.mean(jnp.abs(pred - target))
     if c.dyn_sup and "src_dyn" in batch:
       n = batch["src_dyn"].shape[-1]
