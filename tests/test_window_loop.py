@@ -17,7 +17,8 @@ GAZE, DISTANCE, EMOTION = (0.1, 0.0), 1.0, 2
 
 @pytest.fixture(scope="module")
 def model():
-  m = bench.random_bundle("tiny")
+  # Stage 2 in latent space (what the demo uses); label-space motion has its own tests (test_pixel_eval).
+  m = bench.random_bundle("tiny", [("motion_train.motion_source", "motion")])
   # The DiT's output layers start at zero (every window would be all zeros): jitter every weight.
   leaves, tree = jax.tree.flatten(m.motion_params)
   keys = jax.random.split(jax.random.key(5), len(leaves))

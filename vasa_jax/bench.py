@@ -73,9 +73,9 @@ def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> d
           "encode_peak_fraction": (f_enc / t_enc) / peak}
 
 
-def random_bundle(config_name: str):
+def random_bundle(config_name: str, overrides=()):
   """A bundle of randomly initialised weights at a config: the real code path, untrained."""
-  cfg = config.load(config_name)
+  cfg = config.load(config_name, overrides)
   face = FaceModel(cfg.face)
   face_params = jax.jit(face.init)(jax.random.key(0))
   # Stage 2 generates stage-1 latents, or label-space motion (motion_source "labels").
