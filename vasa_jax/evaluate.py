@@ -214,14 +214,18 @@ def _fit_probe(corpus, names, max_clips=400):
   return (lambda m: np.concatenate([m, np.ones((len(m), 1), np.float32)], -1) @ w), dict(zip(names, r2))
 
 
+def clip_controls(attrs: dict) -> Controls:
+  """The controls a clip was made with (main gaze, distance, emotion): what evaluation requests."""
+  return Controls(gaze=tuple(np.asarray(attrs["gaze"], float)), distance=float(attrs["distance"]),
+                  emotion=int(attrs["emotion"]))
+
+
 def clip_motion(model: MotionModel, params, clip: dict, first_M: np.ndarray, rng, *, steps: int,
                 guidance) -> np.ndarray:
   """What stage-2 evaluation scores for one clip: normalised motion [T, M] generated from its
   audio and controls by the window loop that `sample` streams (`motion.WindowLoop`), starting
   from its first frame's (normalised) motion, for as many frames as the clip has."""
-  attrs = clip["attrs"]
-  controls = Controls(gaze=tuple(np.asarray(attrs["gaze"], float)), distance=float(attrs["distance"]),
-                      emotion=int(attrs["emotion"]))
+  controls = clip_controls(clip["attrs"])
   num_frames = len(next(iter(clip["labels"].values())))
   return model.sample_sequence(params, clip["audio"], first_M, controls, rng, steps=steps, guidance=guidance,
                                num_frames=num_frames)
@@ -321,11 +325,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   speech_audio = media.load_audio(speech) if speech else None
   speech_mouth = synthetic.motion_from_audio(speech_audio, int(fps))["mouth_open"] if speech else None
 
-  def read_truth(clip):
-    r = readout(clip["frames"])
-    return r, clip["labels"]
-
-  truth = [read_truth(c) for c in clips]
+  truth = [(readout(c["frames"]), c["labels"]) for c in clips]
   ref = {
       "mouth_corr": float(np.mean([correlation(r["mouth_open"], lab["mouth_open"]) for r, lab in truth])),
       "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in truth])),
@@ -336,10 +336,8 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   ref.update(_control_errors([(r, c["attrs"]) for (r, _), c in zip(truth, clips)]))
 
   def generate(clip, audio, still, steps, lam):
-    a = clip["attrs"]
-    controls = Controls(gaze=tuple(np.asarray(a["gaze"], float)), distance=float(a["distance"]),
-                        emotion=int(a["emotion"]))
-    sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0, controls=controls,
+    sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0,
+                                      controls=clip_controls(clip["attrs"]),
                                       steps=steps, guidance=(lam, bundle.motion_cfg.diffusion.cfg_gaze, 0, 0, 0),
                                       seed=seed, still=still, watermark=None)
     return np.stack(list(stream.generate(sampler, audio)))
@@ -376,10 +374,8 @@ def demo_strip(bundle_dir: str, data_dir: str, *, clip_index: int = 0, count: in
   idx = np.linspace(1, len(frames) - 1, count).round().astype(int)
   reenact = _metrics_fn(FaceModel(bundle.face_cfg.face))
   recon = np.asarray(reenact(bundle.face_params, frames[:1], frames[idx], frames[idx])[0])
-  a = clip["attrs"]
   sampler = stream.StreamingSampler(bundle, frames[0], seed=seed, watermark=None,
-                                    controls=Controls(gaze=tuple(np.asarray(a["gaze"], float)),
-                                                      distance=float(a["distance"]), emotion=int(a["emotion"])))
+                                    controls=clip_controls(clip["attrs"]))
   gen = np.stack(list(stream.generate(sampler, clip["audio"])))[idx].astype(np.float32) / 255.0
   rows = [np.concatenate(list(r), 1) for r in (frames[idx], np.clip(recon, 0, 1), gen)]
   return np.clip(np.round(np.concatenate(rows, 0) * 255), 0, 255).astype(np.uint8)
