@@ -97,3 +97,35 @@ def test_flow_is_added_to_the_sampling_grid():
   coarse = warp.identity_grid(3, 5, 5)[None]
   up = np.asarray(warp.resize_flow(coarse, (D, H, W)))[0]
   np.testing.assert_allclose(up, np.asarray(warp.identity_grid(D, H, W)), atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5])
+def test_plane_grid_is_the_composed_rigid_map_on_the_face_plane(depth):
+  # A canonical point q on the plane q_z = depth appears at p_t = s_t R_t q + t_t in the
+  # target and at p_s = s_s R_s q + t_s in the source: the grid at p_t must read p_s.
+  tgt = _pose(0.3, -0.15, 0.2, (0.1, -0.05, 0.0), 1.1)
+  src = _pose(-0.2, 0.1, -0.1, (-0.05, 0.1, 0.0), 0.9)
+  h, w = 7, 9
+  grid = np.asarray(warp.plane_grid(*tgt, *src, (h, w), depth))
+  assert grid.shape == (1, 1, h, w, 3) and np.all(grid[..., 2] == 0.0)
+  rt, tt, st = (np.asarray(a[0]) for a in tgt)
+  rs, ts, ss = (np.asarray(a[0]) for a in src)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    q = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), depth])
+    p_t, p_s = st * rt @ q + tt, ss * rs @ q + ts
+    # Pixel (row, col) of p_t on the grid; rows run downwards (y flipped).
+    col, row = (p_t[0] + 1) / 2 * (w - 1), (-p_t[1] + 1) / 2 * (h - 1)
+    r0, c0 = int(np.floor(row)), int(np.floor(col))
+    fr, fc = row - r0, col - c0
+    g = grid[0, 0, ..., :2]
+    at = ((1 - fr) * (1 - fc) * g[r0, c0] + (1 - fr) * fc * g[r0, c0 + 1]
+          + fr * (1 - fc) * g[r0 + 1, c0] + fr * fc * g[r0 + 1, c0 + 1])   # The map is affine: exact.
+    np.testing.assert_allclose(at, p_s[:2] * FLIP[:2], atol=1e-5)
+
+
+def test_plane_grid_of_equal_poses_reproduces_the_map():
+  pose = _pose(0.25, 0.1, -0.3, (0.1, 0.2, 0.0), 1.2)
+  img = np.random.default_rng(1).normal(size=(1, 1, 6, 8, 3)).astype(np.float32)
+  grid = warp.plane_grid(*pose, *pose, (6, 8), 0.5)
+  np.testing.assert_allclose(np.asarray(warp.sample_volume(jnp.asarray(img), grid)), img, atol=1e-5)

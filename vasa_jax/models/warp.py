@@ -115,3 +115,31 @@ def resize_flow(flow_BxdxhxwX3: jax.Array, shape_dhw: tuple[int, int, int]) -> j
   b = flow_BxdxhxwX3.shape[0]
   grid = jnp.broadcast_to(identity_grid(*shape_dhw), (b,) + tuple(shape_dhw) + (3,))
   return sample_volume(flow_BxdxhxwX3, grid)
+
+
+def plane_grid(rot_t, trans_t, scale_t, rot_s, trans_s, scale_s, hw: tuple[int, int],
+               depth: float) -> jax.Array:
+  """Where each target pixel reads from in the source image, through a plane of the face.
+
+  A 2D feature map of the source (posed by `s_s R_s q + t_s`) is brought to the
+  target pose (`s_t R_t q + t_t`) in one resample, not two: every target pixel
+  is taken back to the canonical point q on the plane `q_z = depth` that it
+  shows, and that point is projected forward into the source. Orthographic, so
+  the map is affine per example. Returns `[B, 1, H, W, 3]` (z = 0) for
+  `sample_volume` on a `[B, 1, H, W, C]` map.
+  """
+  flip = jnp.array([1.0, -1.0, 1.0], rot_t.dtype)  # Image rows run downwards.
+  a_t = (scale_t.reshape(-1, 1, 1) * rot_t) * flip[:, None] * flip[None, :]
+  a_s = (scale_s.reshape(-1, 1, 1) * rot_s) * flip[:, None] * flip[None, :]
+  t_t, t_s = trans_t * flip, trans_s * flip
+  h, w = hw
+  y = jnp.linspace(-1.0, 1.0, h, dtype=rot_t.dtype)
+  x = jnp.linspace(-1.0, 1.0, w, dtype=rot_t.dtype)
+  yy, xx = jnp.meshgrid(y, x, indexing="ij")
+  p_N2 = jnp.stack([xx, yy], -1).reshape(-1, 2)
+  # p_xy = A[:2, :2] q_xy + A[:2, 2] depth + t_xy, solved for q_xy (row vectors).
+  rhs_BxNx2 = p_N2[None] - (t_t[:, None, :2] + depth * a_t[:, None, :2, 2])
+  q_BxNx2 = rhs_BxNx2 @ jnp.swapaxes(jnp.linalg.inv(a_t[:, :2, :2]), -1, -2)
+  src_BxNx2 = q_BxNx2 @ jnp.swapaxes(a_s[:, :2, :2], -1, -2) + depth * a_s[:, None, :2, 2] + t_s[:, None, :2]
+  grid = jnp.concatenate([src_BxNx2, jnp.zeros_like(src_BxNx2[..., :1])], -1)
+  return grid.reshape(-1, 1, h, w, 3)
