@@ -180,3 +180,26 @@ def test_batch_cosface_exact_value_on_orthonormal_descriptors(n, scale, margin):
       stage1.batch_cosface(a, a, scale=scale, margin=0.0))
   # Matching the wrong partner costs more than matching the right one.
   assert float(stage1.batch_cosface(a, jnp.roll(a, 1, axis=0), scale=scale, margin=margin)) > want + 1.0
+
+
+def test_teacher_labels_drive_the_recon_and_cross_decodes():
+  # A motion-only fake renders the pose latent's first three numbers as the mean colour, so the
+  # output's mean colour says which pose reached the decode: the labels, or what the encoder read.
+  cfg = config.load("tiny", (("loss.teacher_labels", "1.0"), ("loss.dyn_free_from_src", "0.0")))
+  t = stage1.Stage1(cfg, num_classes=4)
+  img = jnp.zeros((1, S, S, 3))
+  params = {"disc": t.disc.init(jax.random.key(1), img), "idnet": t.idnet.init(jax.random.key(2), img)}
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  pose = lambda v: jnp.full((2, 6), v, jnp.float32)  # noqa: E731
+  dyn = jnp.zeros((2, 8), jnp.float32)
+  batch = {"src": src, "drv": drv, "other": other, "src_pose": pose(0.1), "drv_pose": pose(0.3),
+           "other_pose": pose(0.7), "src_dyn": dyn, "drv_dyn": dyn, "other_dyn": dyn}
+  fake = _FakeGen(0.0)
+  t.encode, t.encode_motion, t.decode = fake.encode, fake.motion, fake.decode
+  _, (_, out) = t.gen_loss(None, params, batch, jnp.float32(0.0), jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(out["recon"].mean((1, 2))), 0.3, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out["cross"].mean((1, 2))), 0.7, atol=1e-5)
+  # Without teacher labels the same decodes follow the encoders: the driver's own colours.
+  t.cfg = config.load("tiny", (("loss.teacher_labels", "0.0"), ("loss.dyn_free_from_src", "0.0")))
+  _, (_, out) = t.gen_loss(None, params, batch, jnp.float32(0.0), jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(out["recon"].mean((1, 2))), np.asarray(drv.mean((1, 2))), atol=1e-5)

@@ -23,7 +23,8 @@ def corpus(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("overrides", [(), (("face.gen_widths", "(32, 16)"), ("face.out_shuffle", "2"))])
+@pytest.mark.parametrize("overrides", [(), (("face.gen_widths", "(32, 16)"), ("face.out_shuffle", "2")),
+                                       (("face.skip_pixels", "False"),), (("face.skip_channels", "0"),)])
 def test_encoder_decoder_shapes_and_self_consistency(overrides):
   cfg = config.load("tiny", overrides).face
   model = face_latent.FaceLatent(cfg)
@@ -33,10 +34,14 @@ def test_encoder_decoder_shapes_and_self_consistency(overrides):
   assert lat["v_app"].shape == (2, cfg.vol_depth, cfg.vol_size, cfg.vol_size, cfg.vol_channels)
   assert lat["z_id"].shape == (2, cfg.z_id) and lat["z_dyn"].shape == (2, cfg.z_dyn)
   assert lat["z_pose"].shape == (2, face_latent.POSE_DIM)
-  out = model.apply(params, lat["v_app"], lat["z_id"], lat["z_pose"], lat["z_dyn"], method=model.decode)
+  if cfg.skip_channels:
+    assert lat["f_app"].shape == (2, 2 * cfg.vol_size, 2 * cfg.vol_size, cfg.skip_channels)
+    assert ("src_img" in lat) == cfg.skip_pixels
+  app = {k: lat[k] for k in face_latent.app_keys(cfg)}
+  out = model.apply(params, app, lat["z_pose"], lat["z_dyn"], method=model.decode)
   assert out.shape == img.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
   # The decoder really depends on the pose: a different pose renders a different image.
-  other = model.apply(params, lat["v_app"], lat["z_id"], lat["z_pose"] + jnp.array([0.5, 0, 0, 0, 0, 0]),
+  other = model.apply(params, app, lat["z_pose"] + jnp.array([0.5, 0, 0, 0, 0, 0]),
                       lat["z_dyn"], method=model.decode)
   assert float(jnp.abs(out - other).mean()) > 1e-4
 

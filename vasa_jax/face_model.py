@@ -5,7 +5,7 @@ streaming, evaluation, the benchmark, motion extraction and the trainer all call
 it, so the motion layout and the fixed-batch padding are written here once:
 
   init(rng)                              -> params
-  encode(params, img_BxHxWx3)            -> {"v_app", "z_id", "z_pose", "z_dyn"}
+  encode(params, img_BxHxWx3)            -> {"v_app", "z_id", "z_pose", "z_dyn"} (+ "f_app": 2D skip)
   encode_motion(params, img_BxHxWx3)     -> {"z_pose", "z_dyn"}
   decode(params, app, z_pose, z_dyn)     -> images [B, H, W, 3]
   decode_motion(params, app_1, motion_BxM) one portrait's latents, a batch of motion vectors
@@ -56,6 +56,7 @@ class FaceModel:
     self.net = face_latent.FaceLatent(face_cfg)
     self.image_size = face_cfg.image_size
     self.motion_dim = POSE_DIM + face_cfg.z_dyn
+    self.app_keys = face_latent.app_keys(face_cfg)
     self.encode_jit = jax.jit(self.encode)
     self.encode_motion_jit = jax.jit(self.encode_motion)
 
@@ -70,12 +71,13 @@ class FaceModel:
     return self.net.apply(params, img_BxHxWx3, method=self.net.encode_motion)
 
   def decode(self, params, app: dict, z_pose_Bx6, z_dyn_BxZ):
-    return self.net.apply(params, app["v_app"], app["z_id"], z_pose_Bx6, z_dyn_BxZ, method=self.net.decode)
+    app = {k: app[k] for k in self.app_keys}
+    return self.net.apply(params, app, z_pose_Bx6, z_dyn_BxZ, method=self.net.decode)
 
   def decode_motion(self, params, app_1: dict, motion_BxM):
     """One portrait's latents (batch 1) rendered with each of a batch of motion vectors."""
     b = motion_BxM.shape[0]
-    app = {k: jnp.broadcast_to(app_1[k], (b,) + app_1[k].shape[1:]) for k in ("v_app", "z_id")}
+    app = {k: jnp.broadcast_to(app_1[k], (b,) + app_1[k].shape[1:]) for k in self.app_keys}
     return self.decode(params, app, *split_motion(motion_BxM))
 
   def to_input(self, frames_BxHxWx3):

@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.gen_widths = (96, 64)             # 2D generator: S -> 2S, then 2x2 sub-pixels = image_size
   c.face.out_shuffle = 2          # last stage predicts 2x2 sub-pixels (1: full-resolution conv)
   c.face.render_dyn = False        # lever: the renderer is FiLM-modulated by z_dyn as well as z_id
+  c.face.skip_channels = 0         # lever: 2D source features at 2S, warped once to the target pose (0: off)
+  c.face.skip_pixels = False       # lever: the skip also carries the source's pixels, warped at full size
+  c.face.skip_depth = 0.5          # canonical depth of the face plane that warps the 2D skip (volume units)
   c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()
@@ -75,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.pose_sup_all = False   # lever: pose_sup also ties translation and -log distance (else the angles only)
   c.loss.dyn_sup = 0.0          # lever: first dims of z_dyn follow expression labels (label_motion.DYN_LABELS)
   c.loss.dyn_free_from_src = 0.0  # lever: share of recons whose free z_dyn dims come from the source
+  c.loss.teacher_labels = 0.0   # lever: share of recon/cross decodes driven by the true labels
   c.loss.id_scale = 30.0
   c.loss.id_margin = 0.2
 
@@ -115,6 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.diffusion.sample_steps = 10     # CPU real time: ~5x cheaper than 50 (evaluate --stage 2 compares both)
   c.diffusion.cfg_audio = 0.5      # lambda_A (VASA-1 default)
   c.diffusion.cfg_gaze = 1.0       # lambda_g
+  c.diffusion.pose_smooth = 4.0     # Gaussian low-pass of generated head pose, in frames (0: off; motion.smooth_pose)
   c.diffusion.p_drop = 0.1         # each condition dropped in training (for guidance)
   c.diffusion.p_drop_prev = 0.5    # previous window dropped (first windows)
   c.diffusion.p_truncate = 0.1     # audio cut short inside the window (clip ends)

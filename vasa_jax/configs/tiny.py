@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.render_vol_blocks = 1
   # The issue-12 levers on, so the tests run every code path (label-tied latents, label-space stage 2).
   c.face.render_dyn = True
+  c.face.skip_channels = 8
+  c.face.skip_pixels = True
   c.face.gen_widths = (32, 16, 16)         # 2D generator: S -> 2S -> 4S = image_size
   c.face.out_shuffle = 1
 
@@ -41,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.pose_sup_all = True
   c.loss.dyn_sup = 0.5
   c.loss.dyn_free_from_src = 0.5
+  c.loss.teacher_labels = 0.5
 
   c.train.steps = 4
   c.train.ema_decay = 0.99

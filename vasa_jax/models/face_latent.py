@@ -82,18 +82,31 @@ def _blocks(remat: bool):
 
 
 class Downsampler(nn.Module):
-  """Conv stem and strided stages; returns the last feature map."""
+  """Conv stem and strided stages; returns the last feature map.
+
+  With `tap_size`, returns `(last, tapped)`: also the features at that resolution,
+  before its stage halves them.
+  """
   widths: Sequence[int]
   remat: bool = False
+  tap_size: int = 0
 
   @nn.compact
   def __call__(self, img):
     block2d, _ = _blocks(self.remat)
     x = nn.Conv(self.widths[0], (3, 3))(img * 2.0 - 1.0)
+    tapped = None
     for w in self.widths:
       x = block2d(w)(x)
+      if self.tap_size and x.shape[1] == self.tap_size:
+        tapped = x
       x = nn.Conv(w, (3, 3), strides=(2, 2))(nn.silu(x))
-    return x
+    if not self.tap_size:
+      return x
+    if tapped is None:
+      raise ValueError(f"no encoder stage runs at {self.tap_size}px (image {img.shape[1]}px, "
+                       f"{len(self.widths)} halvings)")
+    return x, tapped
 
 
 def space_to_depth(img_BxHxWxC, f: int):
@@ -178,17 +191,29 @@ class FlowGenerator(nn.Module):
 
 
 class AppearanceEncoder(nn.Module):
-  """Image -> posed feature volume `[B, D, S, S, Cv]` (warped to canonical by FaceLatent)."""
+  """Image -> posed feature volume `[B, D, S, S, Cv]` (warped to canonical by FaceLatent).
+
+  With `skip_channels`, also a 2D feature map of the source at twice the volume's
+  resolution, `[B, 2S, 2S, Cs]`: the detail (eyes, lips, teeth) that a volume of
+  S^2 voxels averages away. The decoder brings it to the target pose in one
+  resample (`warp.plane_grid`) and feeds it to the renderer at that resolution.
+  """
   widths: Sequence[int]
   vol_channels: int
   vol_depth: int
   vol_size: int
   remat: bool = False
+  skip_channels: int = 0
 
   @nn.compact
   def __call__(self, img):
     _, block3d = _blocks(self.remat)
-    x = Downsampler(self.widths, self.remat)(img)
+    skip = None
+    if self.skip_channels:
+      x, tapped = Downsampler(self.widths, self.remat, tap_size=2 * self.vol_size)(img)
+      skip = nn.Conv(self.skip_channels, (1, 1))(nn.silu(tapped))
+    else:
+      x = Downsampler(self.widths, self.remat)(img)
     if x.shape[1] != self.vol_size:
       x = jax.image.resize(x, (x.shape[0], self.vol_size, self.vol_size, x.shape[-1]), "linear")
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
@@ -196,7 +221,7 @@ class AppearanceEncoder(nn.Module):
     b, s = x.shape[0], self.vol_size
     # [B, S, S, D*Cv] -> [B, D, S, S, Cv]
     vol = x.reshape(b, s, s, self.vol_depth, self.vol_channels).transpose(0, 3, 1, 2, 4)
-    return block3d(self.vol_channels)(vol)
+    return block3d(self.vol_channels)(vol), skip
 
 
 class Renderer(nn.Module):
@@ -211,8 +236,11 @@ class Renderer(nn.Module):
   out_shuffle: int = 1
 
   @nn.compact
-  def __call__(self, vol_BxDxSxSxC, cond):
-    """`cond` modulates every 2D block (FiLM): z_id, or z_id with z_dyn (`render_dyn`)."""
+  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC=None):
+    """`cond` modulates every 2D block (FiLM): z_id, or z_id with z_dyn (`render_dyn`).
+
+    `skip_Bx2Sx2SxC`, the source's warped 2D features, joins at twice the volume's resolution.
+    """
     block2d, block3d = _blocks(self.remat)
     x = vol_BxDxSxSxC
     for _ in range(self.vol_blocks):
@@ -224,6 +252,8 @@ class Renderer(nn.Module):
     x = block2d(self.widths[0])(x, cond)
     for w in self.widths[1:]:
       x = jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")
+      if skip_Bx2Sx2SxC is not None and x.shape[1] == skip_Bx2Sx2SxC.shape[1]:
+        x = jnp.concatenate([x, skip_Bx2Sx2SxC], -1)
       x = block2d(w)(x, cond)
     f = self.out_shuffle
     if x.shape[1] * f != self.image_size:
@@ -246,7 +276,8 @@ class FaceLatent(nn.Module):
     c = self.cfg
     shape = (c.vol_depth, c.vol_size, c.vol_size)
     r = c.remat
-    self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size, remat=r)
+    self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size, remat=r,
+                                        skip_channels=c.skip_channels)
     self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input, remat=r)
     self.pose = PoseEncoder(c.motion_widths, c.motion_input, remat=r, s2d=c.motion_s2d)
     self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r, s2d=c.motion_s2d)
@@ -258,30 +289,61 @@ class FaceLatent(nn.Module):
     """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""
     app = self.encode(src)
     motion = self.encode_motion(drv)
-    return self.decode(app["v_app"], app["z_id"], motion["z_pose"], motion["z_dyn"])
+    return self.decode(app, motion["z_pose"], motion["z_dyn"])
 
   def encode_motion(self, img):
     return {"z_pose": self.pose(img), "z_dyn": self.dynamics(img)}
 
   def encode(self, img):
-    """All latents of `img`; `v_app` is already in canonical space."""
+    """All latents of `img`; `v_app` is already in canonical space, `f_app` (skip) stays posed."""
     z_id = self.identity(img)
     motion = self.encode_motion(img)
-    posed = self.appearance(img)
+    posed, skip = self.appearance(img)
     rot, trans, scale = pose_to_transform(motion["z_pose"])
     # Canonical point q is seen at p = sR q + t in the source: sample the posed volume there.
     flow = self.to_canonical(motion["z_dyn"], z_id)
     grid = warp.rigid_grid(rot, trans, scale, posed.shape[1:4], inverse=False) + flow
     v_app = warp.sample_volume(posed, grid)
-    return {"v_app": v_app, "z_id": z_id, **motion}
+    out = {"v_app": v_app, "z_id": z_id, **motion}
+    if skip is not None:
+      out["f_app"] = skip
+    if self.cfg.skip_pixels:
+      out["src_img"] = img
+    return out
 
-  def decode(self, v_app, z_id, z_pose, z_dyn):
-    """D(V_app, z_id, z_pose, z_dyn) -> image [B, H, W, 3]."""
+  def decode(self, app, z_pose, z_dyn):
+    """D(V_app, z_id, z_pose, z_dyn) -> image [B, H, W, 3].
+
+    `app` holds `v_app` and `z_id`; with the 2D skip also `f_app` and the source's
+    own `z_pose`, which places it (`app_keys` lists what decode reads).
+    """
     rot, trans, scale = pose_to_transform(z_pose)
-    flow = self.from_canonical(z_dyn, z_id)
-    vol = warp.warp_volume(v_app, rot, trans, scale, flow, inverse=True)
+    flow = self.from_canonical(z_dyn, app["z_id"])
+    vol = warp.warp_volume(app["v_app"], rot, trans, scale, flow, inverse=True)
+    skip = None
+    if self.cfg.skip_channels:
+      rot_s, trans_s, scale_s = pose_to_transform(app["z_pose"])
+      f = app["f_app"]
+      grid = warp.plane_grid(rot, trans, scale, rot_s, trans_s, scale_s, f.shape[1:3], self.cfg.skip_depth)
+      skip = warp.sample_volume(f[:, None], grid)[:, 0]
+      if self.cfg.skip_pixels:
+        # The source's own pixels, warped at full resolution by the same plane and folded 2x2
+        # into channels: copying what is unchanged (skin, hair, eyes' colours) is then a linear
+        # map to the 2x2 sub-pixel output, and the network's work is what the motion changes.
+        img = app["src_img"]
+        grid = warp.plane_grid(rot, trans, scale, rot_s, trans_s, scale_s, img.shape[1:3], self.cfg.skip_depth)
+        pix = warp.sample_volume(img[:, None], grid)[:, 0]
+        skip = jnp.concatenate([skip, space_to_depth(pix * 2.0 - 1.0, img.shape[1] // f.shape[1])], -1)
     # A warp only moves features that exist: a mouth closed in the source has no
     # interior to move. With `render_dyn` the renderer also sees z_dyn, so it can
     # paint what the dynamics ask for (an open mouth, closed eyelids).
-    cond = jnp.concatenate([z_id, z_dyn], -1) if self.cfg.render_dyn else z_id
-    return self.renderer(vol, cond)
+    cond = jnp.concatenate([app["z_id"], z_dyn], -1) if self.cfg.render_dyn else app["z_id"]
+    return self.renderer(vol, cond, skip)
+
+
+def app_keys(face_cfg) -> tuple[str, ...]:
+  """The entries of `encode`'s output that `decode` reads as the portrait's appearance."""
+  keys = ("v_app", "z_id")
+  if face_cfg.skip_channels:
+    keys += ("f_app", "z_pose") + (("src_img",) if face_cfg.skip_pixels else ())
+  return keys

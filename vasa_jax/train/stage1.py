@@ -12,6 +12,9 @@ of another identity (`other`). Losses (weights in `config.loss`):
                output match other's dynamics (CosFace over the batch)
   pose_sup     optional: z_pose follows per-frame pose labels when the data has them: the angles,
                and also translation and -log distance where those labels exist
+  teacher_labels  optional share of examples whose recon and cross decodes take the true labels
+               (pose and `DYN_LABELS`) instead of the encoders' reading: the decoder learns
+               labels -> pixels directly; the encoders learn from pose_sup and dyn_sup
   dyn_sup      optional: the first dims of z_dyn follow per-frame expression labels (`DYN_LABELS`:
                mouth, blink, gaze, brow, smile) when the data has them, both as encoded from
                the real frames and as read back from the cross-identity output (so the decoder
@@ -103,33 +106,52 @@ class Stage1:
 
   # ------------------------------------------------------------------ losses
 
-  def _generate(self, gen_params, src, drv, other, keep_free=None):
+  def _generate(self, gen_params, src, drv, other, keep_free=None, teacher=None):
     """All generated images of a step, decoded as one batch (one decoder in the graph).
 
     Batching the decodes keeps the compiled step small (compile time grows with
     the graph) and gives the convolutions bigger, more efficient batches.
+    `teacher`: (mask_B, labels) where the recon and cross decodes take the drivers'
+    true pose and expression labels instead of what the encoders read.
     """
     c = self.cfg.loss
     b = src.shape[0]
+    n = len(DYN_LABELS)
     both = self.encode(gen_params, jnp.concatenate([src, drv]))
     a_s = jax.tree.map(lambda x: x[:b], both)
     a_d = jax.tree.map(lambda x: x[b:], both)
     m_o = self.encode_motion(gen_params, other)
-    dyn_recon = a_d["z_dyn"]
+    pose_recon, dyn_recon = a_d["z_pose"], a_d["z_dyn"]
+    pose_cross, dyn_cross = m_o["z_pose"], m_o["z_dyn"]
+    if teacher is not None:
+      # Label-driven decodes: the decoder learns the labels -> pixels map directly, at full
+      # strength from the first step, instead of through encoders still learning to read.
+      mask, lab = teacher
+      m = mask[:, None]
+      pose_recon = jnp.where(m, lab["drv_pose"], pose_recon)
+      pose_cross = jnp.where(m, lab["other_pose"], pose_cross)
+      dyn_recon = jnp.concatenate([jnp.where(m, lab["drv_dyn"], dyn_recon[:, :n]), dyn_recon[:, n:]], -1)
+      dyn_cross = jnp.concatenate([jnp.where(m, lab["other_dyn"], dyn_cross[:, :n]), dyn_cross[:, n:]], -1)
     if keep_free is not None:
-      # Where keep_free_B is set, the driver's free (unlabelled) z_dyn dims are replaced by the
+      # Where keep_free_B is set, the drivers' free (unlabelled) z_dyn dims are replaced by the
       # source's: the decoder learns to render motion from the labelled dims alone, the way
       # label-space stage-2 motion is decoded (`label_motion.to_latents`).
-      n = len(DYN_LABELS)
-      free = jnp.where(keep_free[:, None], a_s["z_dyn"][:, n:], dyn_recon[:, n:])
-      dyn_recon = jnp.concatenate([dyn_recon[:, :n], free], -1)
-    jobs = [("recon", a_s, a_d["z_pose"], dyn_recon), ("cross", a_s, m_o["z_pose"], m_o["z_dyn"])]
+      keep = keep_free[:, None]
+      dyn_recon = jnp.concatenate([dyn_recon[:, :n], jnp.where(keep, a_s["z_dyn"][:, n:], dyn_recon[:, n:])], -1)
+      dyn_cross = jnp.concatenate([dyn_cross[:, :n], jnp.where(keep, a_s["z_dyn"][:, n:], dyn_cross[:, n:])], -1)
+    app_s = a_s
+    if teacher is not None and "z_pose" in self.face.app_keys:
+      # The 2D skip is placed by the source's pose: in label-driven decodes that is the source's
+      # true pose too, so source and target poses agree while the pose encoder is still learning.
+      app_s = dict(a_s, z_pose=jnp.where(teacher[0][:, None], teacher[1]["src_pose"], a_s["z_pose"]))
+    jobs = [("recon", app_s, pose_recon, dyn_recon), ("cross", app_s, pose_cross, dyn_cross)]
     if c.pose_cons:
       jobs += [("pose_j", a_d, a_s["z_pose"], a_d["z_dyn"]), ("pose_i", a_s, a_s["z_pose"], a_d["z_dyn"])]
     if c.dyn_cons:
       jobs += [("dyn_j", a_d, a_d["z_pose"], a_s["z_dyn"]), ("dyn_i", a_s, a_d["z_pose"], a_s["z_dyn"])]
     cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
-    app = {"v_app": cat([j[1]["v_app"] for j in jobs]), "z_id": cat([j[1]["z_id"] for j in jobs])}
+    # Every appearance entry the encoder gave (decode reads those it needs: `face_latent.app_keys`).
+    app = {k: cat([j[1][k] for j in jobs]) for k in jobs[0][1] if k != "z_dyn"}
     images = self.decode(gen_params, app, cat([j[2] for j in jobs]), cat([j[3] for j in jobs]))
     out = {"a_s": a_s, "a_d": a_d, "m_o": m_o}
     for n, job in enumerate(jobs):
@@ -140,10 +162,14 @@ class Stage1:
     c = self.cfg.loss
     src, drv, other = batch["src"], batch["drv"], batch["other"]
     b = src.shape[0]
-    keep_free = None
+    keep_free = teacher = None
+    k_free, k_teach = jax.random.split(rng) if rng is not None else (None, None)
     if c.dyn_free_from_src and rng is not None and "src_dyn" in batch:
-      keep_free = jax.random.bernoulli(rng, c.dyn_free_from_src, (b,))
-    out = self._generate(gen_params, src, drv, other, keep_free)
+      keep_free = jax.random.bernoulli(k_free, c.dyn_free_from_src, (b,))
+    if c.teacher_labels and rng is not None and "other_pose" in batch and "drv_dyn" in batch:
+      teacher = (jax.random.bernoulli(k_teach, c.teacher_labels, (b,)),
+                 {k: batch[k] for k in ("src_pose", "drv_pose", "drv_dyn", "other_pose", "other_dyn")})
+    out = self._generate(gen_params, src, drv, other, keep_free, teacher)
     recon, cross = out["recon"], out["cross"]
     terms = {"l1": multiscale_l1(recon, drv), "ssim": 1.0 - ssim(recon, drv)}
     if c.pose_cons:
@@ -260,7 +286,7 @@ def batch_from_pipeline(raw: dict, class_of: dict[int, int]) -> dict:
            "src_class": lookup(raw["src_id_B"]), "other_class": lookup(raw["other_id_B"])}
   labels = raw.get("src_labels", {})
   if all(k in labels for k in POSE_LABELS):
-    for who in ("src", "drv"):
+    for who in ("src", "drv", "other"):
       batch[f"{who}_pose"] = label_motion.pose_target(raw[f"{who}_labels"])
   elif all(k in labels for k in ANGLE_LABELS):  # Angles only: the first three pose dims.
     for who in ("src", "drv"):
