@@ -99,3 +99,21 @@ def test_frames_past_the_end_of_the_audio_see_the_audio_null(model, audio):
   assert seen[0].all() and not seen[-1].all()
   assert seen[-1].sum() == k + audio_frames - (len(seen) - 1) * w
   np.testing.assert_array_equal(audio_valid_mask(0, 3, 2, 4), [True, True, True, True, True, False])
+
+
+def test_pose_smoothing_lowers_jitter_joins_the_context_and_leaves_expression_alone():
+  from vasa_jax.motion import POSE_DIMS, smooth_pose
+  rng = np.random.default_rng(0)
+  k, w, m = 4, 40, 10
+  prev = np.full((k, m), 0.5, np.float32)
+  window = (0.5 + 0.2 * rng.normal(size=(w, m))).astype(np.float32)
+  out = smooth_pose(prev, window, 3.0)
+  np.testing.assert_array_equal(out[:, POSE_DIMS:], window[:, POSE_DIMS:])   # Mouth, blinks: untouched.
+  jitter = lambda x: np.abs(np.diff(x[:, :POSE_DIMS], axis=0)).mean()  # noqa: E731
+  assert jitter(out) < 0.3 * jitter(window)
+  # A constant signal that continues the context stays exactly constant (no step at the join).
+  flat = np.full((w, m), 0.5, np.float32)
+  np.testing.assert_allclose(smooth_pose(prev, flat, 3.0), flat, atol=1e-6)
+  # The first frame leans on the context: closer to it than the raw first frame was.
+  assert np.abs(out[0, :POSE_DIMS] - 0.5).mean() < np.abs(window[0, :POSE_DIMS] - 0.5).mean()
+  np.testing.assert_array_equal(smooth_pose(prev, window, 0.0), window)

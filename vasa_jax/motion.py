@@ -144,6 +144,31 @@ class MotionModel:
     return cache[key]
 
 
+POSE_DIMS = 6  # Both motion layouts (stage-1 latents, label space) start with the six pose numbers.
+
+
+def smooth_pose(prev_KxM: np.ndarray, window_WxM: np.ndarray, sigma: float) -> np.ndarray:
+  """The window with its pose dims low-passed by a Gaussian of `sigma` frames.
+
+  Each sampled window's pose carries frame-to-frame jitter that real heads do not
+  have (dP several times the truth's). The K frames already shown extend the
+  signal to the left, so windows join without a step; the right edge repeats.
+  Dims past the pose (mouth, blinks, gaze) are left sharp: a blink lasts 4-6 frames.
+  """
+  if sigma <= 0:
+    return window_WxM
+  k, w = len(prev_KxM), len(window_WxM)
+  radius = int(np.ceil(3 * sigma))
+  taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  taps /= taps.sum()
+  pose = np.concatenate([prev_KxM[:, :POSE_DIMS], window_WxM[:, :POSE_DIMS]])
+  pose = np.pad(pose, ((radius, radius), (0, 0)), mode="edge")
+  smooth = np.stack([np.convolve(pose[:, d], taps, mode="valid") for d in range(POSE_DIMS)], -1)
+  out = np.array(window_WxM, copy=True)
+  out[:, :POSE_DIMS] = smooth[k:k + w]
+  return out
+
+
 def audio_valid_mask(consumed: int, audio_frames: int, context: int, window: int) -> np.ndarray:
   """Which of a window's K + W frames have audio: [K + W] bool.
 
@@ -172,6 +197,7 @@ class WindowLoop:
     k, self.spf = model.context, model.samples_per_frame
     self.controls = [jnp.asarray(a) for a in controls.arrays(1)]
     self.step_fn = model.window_step_fn(steps, tuple(guidance))
+    self.pose_smooth = float(model.cfg.diffusion.pose_smooth)
     # The portrait's own (normalised) motion, repeated, is the first window's context, so the
     # video starts from its pose and expression; `seed_context=False` drops that context.
     self.prev_KxM = np.tile(np.asarray(first_motion_M, np.float32)[None], (k, 1))
@@ -210,7 +236,7 @@ class WindowLoop:
       self.rng, sub = jax.random.split(self.rng)
       window = self.step_fn(self.params, jnp.asarray(wav[None]), jnp.asarray(self.prev_KxM[None]),
                             jnp.asarray(valid[None]), *self.controls, jnp.asarray(first), sub)
-      window = np.asarray(window[0])
+      window = smooth_pose(self.prev_KxM, np.asarray(window[0]), self.pose_smooth)
       self.prev_KxM = window[-k:]
       self.audio = self.audio[w * spf:]
       n_out = min(w, total - self.consumed) if final else w
