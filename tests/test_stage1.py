@@ -106,3 +106,24 @@ def test_losses_behave():
   assert float(stage1.batch_cosface(a, a, scale=5.0, margin=0.2)) < float(
       stage1.batch_cosface(a, jnp.roll(a, 1, axis=0), scale=5.0, margin=0.2))
   np.testing.assert_allclose(float(stage1.psnr(x, x)), 100.0, atol=1e-3)
+
+
+def test_free_dyn_dims_come_from_the_portrait_when_the_decoder_was_trained_so():
+  from vasa_jax.face_model import FaceModel, POSE_DIM
+  from vasa_jax.label_motion import DYN_LABELS
+  img = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3))
+  motion = jax.random.normal(jax.random.key(2), (3, POSE_DIM + config.load("tiny").face.z_dyn)) * 0.1
+  n = POSE_DIM + len(DYN_LABELS)
+  other_free = motion.at[:, n:].add(1.0)
+  outs = {}
+  for flag in (True, False):
+    face = FaceModel(config.load("tiny", (("face.free_dyn_from_portrait", str(flag)),)).face)
+    params = face.init(jax.random.key(1))
+    # Zero-initialised FiLM and flow heads would hide z_dyn entirely: jitter every weight.
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    app = face.encode(params, img)
+    outs[flag] = [np.asarray(face.decode_motion(params, app, m)) for m in (motion, other_free)]
+  np.testing.assert_array_equal(outs[True][0], outs[True][1])      # The driver's free dims are not read.
+  assert np.abs(outs[False][0] - outs[False][1]).mean() > 1e-4       # Without the flag they are.

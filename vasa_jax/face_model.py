@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vasa_jax.label_motion import DYN_LABELS
 from vasa_jax.models import face_latent
 
 POSE_DIM = face_latent.POSE_DIM
@@ -75,8 +76,17 @@ class FaceModel:
     return self.net.apply(params, app, z_pose_Bx6, z_dyn_BxZ, method=self.net.decode)
 
   def decode_motion(self, params, app_1: dict, motion_BxM):
-    """One portrait's latents (batch 1) rendered with each of a batch of motion vectors."""
+    """One portrait's latents (batch 1) rendered with each of a batch of motion vectors.
+
+    With `face.free_dyn_from_portrait`, the free (unlabelled) z_dyn dims always come from the
+    portrait, whoever drives it: such a decoder was trained to render motion from the labelled
+    dims alone (`loss.dyn_free_from_src`), and a driver's free dims would carry its identity.
+    """
     b = motion_BxM.shape[0]
+    if self.cfg.free_dyn_from_portrait:
+      n = POSE_DIM + len(DYN_LABELS)
+      free = jnp.broadcast_to(app_1["z_dyn"][:, len(DYN_LABELS):], (b, motion_BxM.shape[1] - n))
+      motion_BxM = jnp.concatenate([motion_BxM[:, :n], free], -1)
     app = {k: jnp.broadcast_to(app_1[k], (b,) + app_1[k].shape[1:]) for k in self.app_keys}
     return self.decode(params, app, *split_motion(motion_BxM))
 

@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.skip_channels = 0         # lever: 2D source features at 2S, warped once to the target pose (0: off)
   c.face.skip_pixels = False       # lever: the skip also carries the source's pixels, warped at full size
   c.face.skip_depth = 0.5          # canonical depth of the face plane that warps the 2D skip (volume units)
+  c.face.free_dyn_from_portrait = False  # decode_motion keeps the portrait's free z_dyn dims (set where dyn_free_from_src = 1)
   c.face.remat = False            # recompute block activations in the backward pass (memory)
 
   c.disc = ml_collections.ConfigDict()
