@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vasa_jax import bundle, cli, media, sample, watermark
+from vasa_jax import bundle, cli, media, sample, stream, watermark
 from vasa_jax.data.synthetic import LABEL_NAMES
+from vasa_jax.face_model import POSE_DIM
 from vasa_jax.models import face_latent
 from vasa_jax.train import stage1
 
@@ -61,3 +62,29 @@ def test_sample_with_no_arguments_writes_a_watermarked_video(tmp_path, monkeypat
   found = watermark.detect(path)
   tag = watermark.checkpoint_tag(bundle.load(bundle.DEMO_BUNDLE).digest)
   assert found.found and found.fields["checkpoint_tag"] == f"{tag:06x}"
+
+
+def _demo_motion(model, audio, **kw):
+  """The motion the sampler renders [T, M] (latent layout, pose first), window by window."""
+  s = stream.StreamingSampler(model, media.load_image(sample.DEMO_IMAGE), steps=10, watermark=None, **kw)
+  s.add_audio(audio)
+  return np.concatenate(list(s.motion_windows(final=True)))
+
+
+def test_demo_seed_and_still_act_on_the_motion():
+  model = bundle.load(bundle.DEMO_BUNDLE)
+  audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000 * 3]   # 3 s: two windows.
+  a, b, c = (_demo_motion(model, audio, seed=s) for s in (1, 1, 2))
+  np.testing.assert_array_equal(a, b)
+  moving = a.std(0) > 1e-6   # The free z_dyn dims are the portrait's, constant by design.
+  spread = a[:, moving].std(0).mean()
+  # Measured: another seed moves the motion by ~0.6x its spread over time. An ignored seed gives 0, and
+  # one that only reaches the first window gives about half of that.
+  half = len(a) // 2
+  assert np.abs(a - c)[:, moving].mean() > 0.3 * spread
+  assert np.abs(a - c)[half:, moving].mean() > 0.3 * spread
+  # --still holds the portrait's head pose in every frame; the rest still moves.
+  still = _demo_motion(model, audio, seed=1, still=True)
+  pose = slice(0, POSE_DIM)
+  assert np.ptp(still[:, pose], axis=0).max() < 1e-6 < np.ptp(a[:, pose], axis=0).min()
+  assert np.ptp(still[:, POSE_DIM:], axis=0).max() > 0.1
