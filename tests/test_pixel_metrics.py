@@ -77,3 +77,21 @@ def test_space_to_depth_keeps_every_pixel():
   np.testing.assert_array_equal(y[0, 0, 0, :3], x[0, 0, 0])
   np.testing.assert_array_equal(y[0, 0, 0, 3:6], x[0, 0, 1])
   np.testing.assert_array_equal(y[0, 0, 0, 6:9], x[0, 1, 0])
+
+
+def test_pixel_features_read_true_frames_and_not_frozen_or_shifted_ones():
+  clip = synthetic.make_clip(7, 2, 40, 64)
+  labels, frames = clip["labels"], clip["frames"]
+  extremes = synthetic.feature_extremes(7, labels, 64)
+  truth = synthetic.pixel_features(7, labels, frames, extremes=extremes)
+  for k in ("mouth_open", "blink"):
+    assert evaluate.correlation(truth[k], labels[k]) > 0.95, k
+  # The ruler's ends read 0 and 1 exactly.
+  for (name, (lo, hi)), k in zip(extremes.items(), ("mouth_open", "blink")):
+    np.testing.assert_allclose(synthetic.pixel_features(7, labels, lo, extremes=extremes)[k], 0.0, atol=1e-6)
+    np.testing.assert_allclose(synthetic.pixel_features(7, labels, hi, extremes=extremes)[k], 1.0, atol=1e-5)
+  frozen = synthetic.pixel_features(7, labels, np.repeat(frames[:1], len(frames), 0), extremes=extremes)
+  assert abs(evaluate.correlation(frozen["mouth_open"], labels["mouth_open"])) < 0.5
+  shifted = synthetic.pixel_features(7, labels, np.roll(frames, 6, 0), extremes=extremes)
+  assert evaluate.correlation(shifted["mouth_open"], labels["mouth_open"]) < evaluate.correlation(
+      truth["mouth_open"], labels["mouth_open"]) - 0.2

@@ -23,11 +23,11 @@ import jax
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import cli, media, stream
+from vasa_jax import cli, label_motion, media, stream
 from vasa_jax import readout as readout_lib
 from vasa_jax.data import records, synthetic
 from vasa_jax.errors import UserError
-from vasa_jax.face_model import FaceModel, join_motion
+from vasa_jax.face_model import POSE_DIM, FaceModel, join_motion
 from vasa_jax.motion import Controls, MotionModel
 from vasa_jax.train import checkpoint, stage1
 
@@ -102,6 +102,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
                                           "pose_err_out", "pose_err_drv", "mouth_psnr", "eyes_psnr")}
   reads: dict[str, list] = {k: [] for k in ("mouth_out", "mouth_gt", "mouth_true", "blink_out", "blink_gt",
                                             "blink_true")}
+  px: dict[str, list] = {k: [] for k in reads}
 
   def run(src, drv, gt, true_angles, prefix):
     outs = []
@@ -127,9 +128,17 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     out = run(frames[0], frames[idx], frames[idx], angles, "self")
     labels = {k: v[idx] for k, v in clip["labels"].items()}
     if clip.get("source") == "synthetic":
-      masks = synthetic.region_masks(clip["identity"], labels, frames.shape[1])
+      extremes = synthetic.feature_extremes(clip["identity"], labels, frames.shape[1])
+      masks = synthetic.region_masks(clip["identity"], labels, frames.shape[1], extremes=extremes)
       acc["mouth_psnr"].extend(region_psnr(out, frames[idx], masks["mouth"]).tolist())
       acc["eyes_psnr"].extend(region_psnr(out, frames[idx], masks["eyes"]).tolist())
+      # Mouth and blink read from the pixels with the corpus' own renders as the ruler.
+      px_out = synthetic.pixel_features(clip["identity"], labels, out, extremes=extremes)
+      px_gt = synthetic.pixel_features(clip["identity"], labels, frames[idx], extremes=extremes)
+      for k, name in (("mouth", "mouth_open"), ("blink", "blink")):
+        px[f"{k}_out"].extend(px_out[name].tolist())
+        px[f"{k}_gt"].extend(px_gt[name].tolist())
+        px[f"{k}_true"].extend(labels[name].tolist())
     if readout is not None and "mouth_open" in labels:
       r_out, r_gt = readout(out), readout(frames[idx])
       for k, name in (("mouth", "mouth_open"), ("blink", "blink")):
@@ -163,6 +172,10 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     for k in ("mouth", "blink"):
       out[f"{k}_corr_out"] = correlation(reads[f"{k}_out"], reads[f"{k}_true"])
       out[f"{k}_corr_gt"] = correlation(reads[f"{k}_gt"], reads[f"{k}_true"])
+  if px["mouth_out"]:
+    for k in ("mouth", "blink"):
+      out[f"{k}_px_out"] = correlation(px[f"{k}_out"], px[f"{k}_true"])
+      out[f"{k}_px_gt"] = correlation(px[f"{k}_gt"], px[f"{k}_true"])
   return out
 
 
@@ -181,8 +194,13 @@ def format_stage1(res: dict) -> str:
   if "pose_err_out" in res:
     lines.append(f"pose of output vs driver truth: {res['pose_err_out']:.2f} deg mean abs (yaw/pitch/roll); "
                  f"encoder on the real driver: {res['pose_err_drv']:.2f} deg")
+  if "mouth_px_out" in res:
+    lines.append("carried from driver to output, read from pixels against the corpus' renders of each frame with "
+                 "the feature at 0 and 1 (correlation with the driver's true label):")
+    lines.append(f"  mouth opening {res['mouth_px_out']:.3f}   blink {res['blink_px_out']:.3f}   "
+                 f"(same ruler on the true frames: {res['mouth_px_gt']:.3f} / {res['blink_px_gt']:.3f})")
   if "mouth_corr_out" in res:
-    lines.append("carried from driver to output, read from pixels (correlation with the driver's true label):")
+    lines.append("carried from driver to output, read by the read-out network (correlation with the driver's true label):")
     lines.append(f"  mouth opening {res['mouth_corr_out']:.3f}   blink {res['blink_corr_out']:.3f}   "
                  f"(read-out on the true frames: {res['mouth_corr_gt']:.3f} / {res['blink_corr_gt']:.3f})")
   return "\n".join(lines)
@@ -334,30 +352,67 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
       "blink_label_per_min": float(np.mean([blink_rate(lab["blink"], fps) for _, lab in truth])),
   }
   ref.update(_control_errors([(r, c["attrs"]) for (r, _), c in zip(truth, clips)]))
+  if all(c.get("source") == "synthetic" for c in clips):
+    px_truth = [synthetic.pixel_features(c["identity"], c["labels"], c["frames"]) for c in clips]
+    ref["mouth_px"] = float(np.mean([correlation(r["mouth_open"], c["labels"]["mouth_open"])
+                                     for r, c in zip(px_truth, clips)]))
+    ref["blink_px_per_min"] = float(np.mean([blink_rate(r["blink"], fps) for r in px_truth]))
 
   def generate(clip, audio, still, steps, lam):
+    """Frames and, where stage 2 works in label space, the labels it asked stage 1 to draw."""
     sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0,
                                       controls=clip_controls(clip["attrs"]),
                                       steps=steps, guidance=(lam, bundle.motion_cfg.diffusion.cfg_gaze, 0, 0, 0),
                                       seed=seed, still=still, watermark=None)
-    return np.stack(list(stream.generate(sampler, audio)))
+    sampler.add_audio(audio)
+    frames, labels = [], []
+    for motion in sampler.motion_windows(final=True):
+      frames.extend(sampler.render(motion))
+      labels.extend(label_motion.from_latents(m[:POSE_DIM], m[POSE_DIM:], synthetic.LABEL_NAMES) for m in motion)
+    return np.stack(frames), np.stack(labels)
 
+  def pixel_read(clip, frames, labels_TxL):
+    """Mouth and blink read from generated pixels with the corpus' renders of the same (generated)
+    pose and expression as the ruler; None where stage 2 does not work in label space."""
+    if not label_space or clip.get("source") != "synthetic":
+      return None
+    labels = {k: labels_TxL[:, i] for i, k in enumerate(synthetic.LABEL_NAMES)}
+    return synthetic.pixel_features(clip["identity"], labels, frames)
+
+  label_space = bundle.motion_cfg.motion_train.motion_source == "labels"
   runs = []
   for steps, lam in settings:
-    sync, sync_speech, moving = [], [], []
+    sync, sync_speech, moving, sync_px, speech_px, blinks_px = [], [], [], [], [], []
     for clip in clips:
-      audio = clip["audio"]
-      still = readout(generate(clip, audio, True, steps, lam))
-      sync.append(correlation(still["mouth_open"][:len(clip["labels"]["mouth_open"])], clip["labels"]["mouth_open"]))
-      moving.append((readout(generate(clip, audio, False, steps, lam)), clip["attrs"]))
+      audio, truth_mouth = clip["audio"], clip["labels"]["mouth_open"]
+      frames, labels = generate(clip, audio, True, steps, lam)
+      sync.append(correlation(readout(frames)["mouth_open"][:len(truth_mouth)], truth_mouth[:len(frames)]))
+      px = pixel_read(clip, frames, labels)
+      if px is not None:
+        sync_px.append(correlation(px["mouth_open"][:len(truth_mouth)], truth_mouth[:len(frames)]))
+      frames, labels = generate(clip, audio, False, steps, lam)
+      moving.append((readout(frames), clip["attrs"]))
+      px = pixel_read(clip, frames, labels)
+      if px is not None:
+        blinks_px.append(blink_rate(px["blink"], fps))
       if speech_audio is not None:
-        r = readout(generate(clip, speech_audio, True, steps, lam))
+        frames, labels = generate(clip, speech_audio, True, steps, lam)
+        r = readout(frames)
         sync_speech.append(correlation(r["mouth_open"][:len(speech_mouth)], speech_mouth[:len(r["mouth_open"])]))
+        px = pixel_read(clip, frames, labels)
+        if px is not None:
+          speech_px.append(correlation(px["mouth_open"][:len(speech_mouth)], speech_mouth[:len(frames)]))
     row = {"steps": steps, "cfg_audio": lam, "mouth_corr": float(np.mean(sync)),
            "delta_p_deg": float(np.mean([delta_p_deg(np.stack([r[a] for a in ANGLES], -1), [0, 1, 2]) for r, _ in moving])),
            "blink_per_min": float(np.mean([blink_rate(r["blink"], fps) for r, _ in moving]))}
     if sync_speech:
       row["mouth_corr_speech"] = float(np.mean(sync_speech))
+    if sync_px:
+      row["mouth_px"] = float(np.mean(sync_px))
+      row["blink_px_per_min"] = float(np.mean(blinks_px))
+      row["blink_px_ratio"] = row["blink_px_per_min"] / max(ref["blink_label_per_min"], 1e-6)
+    if speech_px:
+      row["mouth_px_speech"] = float(np.mean(speech_px))
     row["delta_p_ratio"] = row["delta_p_deg"] / ref["delta_p_deg"]
     row["blink_ratio"] = row["blink_per_min"] / max(ref["blink_per_min"], 1e-6)
     row.update(_control_errors(moving))
@@ -408,6 +463,17 @@ def format_pixels(res: dict) -> str:
                  f"{r['blink_per_min']:10.1f} {r['gaze_err_deg']:8.2f} {r['distance_err']:8.3f} {r['emotion_acc']:7.2f}")
   lines.append(f"(labels themselves: dP {t['delta_p_label_deg']:.3f} deg, {t['blink_label_per_min']:.1f} blinks/min; "
                "lip sync = correlation of the mouth opening read from the frames with the audio's true mouth track, still head)")
+  px_rows = [r for r in res["runs"] if "mouth_px" in r]
+  if px_rows:
+    lines.append("read from the pixels with the corpus' renders of each generated frame (feature at 0 and 1) as the ruler:")
+    lines.append(f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'blinks/min':>10s} {'vs labels':>9s}")
+    if "mouth_px" in t:
+      lines.append(f"{'true frames':22s} {t['mouth_px']:8.3f} {'':>9s} {t['blink_px_per_min']:10.1f} "
+                   f"{t['blink_px_per_min'] / max(t['blink_label_per_min'], 1e-6):9.2f}")
+    for r in px_rows:
+      name = f"steps {r['steps']}, lambda_A {r['cfg_audio']:g}"
+      sp = f"{r['mouth_px_speech']:9.3f}" if "mouth_px_speech" in r else f"{'':>9s}"
+      lines.append(f"{name:22s} {r['mouth_px']:8.3f} {sp} {r['blink_px_per_min']:10.1f} {r['blink_px_ratio']:9.2f}")
   return "\n".join(lines)
 
 

@@ -293,24 +293,60 @@ def write_corpus(out_dir, num_identities, clips_per_identity, num_frames, resolu
   return len(jobs)
 
 
-def region_masks(identity_id: int, labels: dict, resolution: int, *, grow: int = 1) -> dict:
+_FEATURES = (("mouth", "mouth_open"), ("eyes", "blink"))
+
+
+def feature_extremes(identity_id: int, labels: dict, resolution: int):
+  """Per feature: the clip's frames drawn with only that feature at 0 and at 1, float [T, H, W, 3]."""
+  ident = identity_params(identity_id)
+  out = {}
+  for name, key in _FEATURES:
+    lo, hi = (dict(labels, **{key: np.full_like(np.asarray(labels[key], np.float32), v)}) for v in (0.0, 1.0))
+    out[name] = (render_frames(ident, lo, resolution).astype(np.float32) / 255.0,
+                 render_frames(ident, hi, resolution).astype(np.float32) / 255.0)
+  return out
+
+
+def _grow(mask, steps: int):
+  for _ in range(steps):
+    mask = mask | np.roll(mask, 1, 1) | np.roll(mask, -1, 1) | np.roll(mask, 1, 2) | np.roll(mask, -1, 2)
+  return mask
+
+
+def region_masks(identity_id: int, labels: dict, resolution: int, *, grow: int = 1, extremes=None) -> dict:
   """Boolean [T, H, W] masks of the mouth and the eyes in each frame of a clip.
 
   The renderer draws the same frame twice with only the feature changed (mouth
   shut / wide open, eyes open / closed): the pixels that differ are the region
-  the feature can occupy in that pose, grown by `grow` pixels.
+  the feature can occupy in that pose, grown by `grow` pixels. `extremes`: those
+  renders, when the caller has them already (`feature_extremes`).
   """
-  ident = identity_params(identity_id)
-  masks = {}
-  for name, key, lo, hi in (("mouth", "mouth_open", 0.0, 1.0), ("eyes", "blink", 0.0, 1.0)):
-    a = dict(labels, **{key: np.full_like(np.asarray(labels[key], np.float32), lo)})
-    b = dict(labels, **{key: np.full_like(np.asarray(labels[key], np.float32), hi)})
-    diff = np.abs(render_frames(ident, a, resolution).astype(np.int16)
-                  - render_frames(ident, b, resolution).astype(np.int16)).max(-1) > 8
-    for _ in range(grow):
-      diff = diff | np.roll(diff, 1, 1) | np.roll(diff, -1, 1) | np.roll(diff, 1, 2) | np.roll(diff, -1, 2)
-    masks[name] = diff
-  return masks
+  extremes = extremes or feature_extremes(identity_id, labels, resolution)
+  return {name: _grow(np.abs(hi - lo).max(-1) > 8 / 255, grow) for name, (lo, hi) in extremes.items()}
+
+
+def pixel_features(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, extremes=None) -> dict:
+  """Mouth opening and blink read from a clip's pixels: {"mouth_open", "blink"} float [T].
+
+  Every frame is compared with the corpus' own renders of that frame with the
+  feature at 0 and at 1 (same identity, pose and other labels): the reading is
+  where the frame lies between the two, `<x - lo, hi - lo> / |hi - lo|^2` over the
+  pixels where they differ. Ground-truth frames read their labels back (a
+  monotone, near-linear map); a model's output is read with the same ruler, so
+  what it draws, not what its latents say, is measured. `labels` are the frame's
+  intended labels (for a reconstruction: the driver's).
+  """
+  x = np.asarray(frames_TxHxWx3)
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  extremes = extremes or feature_extremes(identity_id, labels, x.shape[1])
+  out = {}
+  for (name, (lo, hi)), (_, key) in zip(extremes.items(), _FEATURES):
+    d = hi - lo
+    mask = (np.abs(d).max(-1, keepdims=True) > 8 / 255).astype(np.float32)
+    num = ((x - lo) * d * mask).sum((1, 2, 3))
+    den = (d * d * mask).sum((1, 2, 3))
+    out[key] = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0).astype(np.float32)
+  return out
 
 
 def contact_sheet(first_identity: int = 0, resolution: int = 128, n: int = 16) -> np.ndarray:
