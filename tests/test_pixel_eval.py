@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -76,6 +77,9 @@ def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
   res = json.load(open(out_json))
   assert 0 < res["mouth_psnr"] < 80 and 0 < res["eyes_psnr"] < 80
   assert -1 <= res["mouth_corr_out"] <= 1 and -1 <= res["blink_corr_gt"] <= 1
+  # The corpus' renders as a ruler: the true frames read their own labels back.
+  assert "same ruler on the true frames" in table
+  assert res["mouth_px_gt"] > 0.9 and -1 <= res["mouth_px_out"] <= 1 and -1 <= res["blink_px_out"] <= 1
   out_json = str(tmp_path / "s2.json")
   assert cli.run(evaluate.main, evaluate.parser(),
                  ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--readout",
@@ -85,9 +89,26 @@ def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
   res = json.load(open(out_json))
   row = res["runs"][0]
   assert res["clips"] == 1 and row["steps"] == 2
-  for k in ("mouth_corr", "mouth_corr_speech", "delta_p_ratio", "gaze_err_deg", "distance_err", "emotion_acc"):
-    assert np.isfinite(row[k])
+  for k in ("mouth_corr", "mouth_corr_speech", "delta_p_ratio", "gaze_err_deg", "distance_err", "emotion_acc",
+            "mouth_px", "mouth_px_speech", "blink_px_per_min", "blink_px_ratio"):
+    assert np.isfinite(row[k]), k
+  assert res["truth"]["mouth_px"] > 0.9   # The ruler on the true frames of the clip.
   # Stage 2 on a bundle without a read-out is refused with a clear message.
   assert cli.run(evaluate.main, evaluate.parser(),
                  ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"]]) == 2
   assert "--readout" in capsys.readouterr().err
+
+
+def test_export_takes_stage_2_over_from_a_bundle(tiny, tmp_path):
+  """A retrained stage 1 ships with the label-space stage 2 a bundle already has, unchanged."""
+  old = bundle.load(tiny["bundle"])
+  run1 = json.load(open(f"{tiny['bundle']}/bundle.json"))["stage1"]["source"]
+  out = str(tmp_path / "re")
+  export.export(run1, tiny["bundle"], out)
+  new = bundle.load(out)
+  for a, b in zip(jax.tree.leaves(old.motion_params), jax.tree.leaves(new.motion_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  np.testing.assert_array_equal(new.mean, old.mean)
+  meta_old, meta_new = (json.load(open(f"{p}/bundle.json"))["stage2"] for p in (tiny["bundle"], out))
+  assert meta_new["source"] == meta_old["source"] and meta_new["step"] == meta_old["step"]
+  assert new.digest == old.digest   # Same weights in both stages: same content hash.

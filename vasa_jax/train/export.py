@@ -24,10 +24,8 @@ from vasa_jax.train import checkpoint
 def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite: bool = False) -> str:
   """Writes a bundle from two training runs (their latest checkpoints); returns its digest."""
   cfg1, ema1, step1 = checkpoint.load_ema(stage1_workdir)
-  cfg2, state2, step2 = checkpoint.load_run(stage2_workdir)
-  if "stats" not in state2:
-    raise UserError(f"{stage2_workdir!r} is not a stage-2 run (its state has no motion statistics)")
-  motion_dim = int(np.asarray(state2["stats"]["mean"]).size)
+  cfg2, stage2, step2, source2 = _load_stage2(stage2_workdir)
+  motion_dim = int(stage2["mean"].size)
   if cfg2.motion_train.motion_source == "labels":
     # Label-space motion is written into the portrait's latents (label_motion): stage 1 must
     # have tied its latents to those labels.
@@ -48,19 +46,37 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   ckptr = ocp.StandardCheckpointer()
-  stage2 = {"params": state2["ema"], "mean": np.asarray(state2["stats"]["mean"], np.float32),
-            "std": np.asarray(state2["stats"]["std"], np.float32)}
   ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
   ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
   ckptr.wait_until_finished()
   digest = bundle.digest([ema1, stage2])
   meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
           "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
-          "stage2": {"config": cfg2.to_dict(), "source": os.path.abspath(stage2_workdir), "step": step2}}
+          "stage2": {"config": cfg2.to_dict(), "source": source2, "step": step2}}
   with open(os.path.join(tmp, bundle.BUNDLE_JSON), "w") as f:
     json.dump(meta, f, indent=1)
   os.replace(tmp, out_dir)
   return digest
+
+
+def _load_stage2(path: str):
+  """Stage 2 from a run folder, or taken over from a bundle (label-space stage 2 does not
+  depend on stage 1, so a retrained stage 1 can ship with the stage 2 it already had).
+
+  Returns (config, {"params", "mean", "std"}, step, where it came from).
+  """
+  if os.path.isfile(os.path.join(path, bundle.BUNDLE_JSON)):
+    b = bundle.load(path)
+    with open(os.path.join(path, bundle.BUNDLE_JSON)) as f:
+      meta = json.load(f)["stage2"]
+    stage2 = {"params": b.motion_params, "mean": np.asarray(b.mean, np.float32), "std": np.asarray(b.std, np.float32)}
+    return b.motion_cfg, stage2, meta["step"], meta["source"]
+  cfg2, state2, step2 = checkpoint.load_run(path)
+  if "stats" not in state2:
+    raise UserError(f"{path!r} is not a stage-2 run (its state has no motion statistics)")
+  stage2 = {"params": state2["ema"], "mean": np.asarray(state2["stats"]["mean"], np.float32),
+            "std": np.asarray(state2["stats"]["std"], np.float32)}
+  return cfg2, stage2, step2, os.path.abspath(path)
 
 
 def main(args) -> int:
@@ -73,7 +89,8 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.train.export",
                       "Export the EMA weights of a stage-1 and a stage-2 run as one inference bundle.")
   p.add_argument("--stage1", required=True, help="stage-1 training run folder")
-  p.add_argument("--stage2", required=True, help="stage-2 training run folder")
+  p.add_argument("--stage2", required=True,
+                 help="stage-2 training run folder, or a bundle whose stage 2 is taken over as it is")
   p.add_argument("--out", required=True, help="bundle folder to write")
   p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
   return p
