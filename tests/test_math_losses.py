@@ -203,3 +203,49 @@ def test_teacher_labels_drive_the_recon_and_cross_decodes():
   t.cfg = config.load("tiny", (("loss.teacher_labels", "0.0"), ("loss.dyn_free_from_src", "0.0")))
   _, (_, out) = t.gen_loss(None, params, batch, jnp.float32(0.0), jax.random.key(0))
   np.testing.assert_allclose(np.asarray(out["recon"].mean((1, 2))), np.asarray(drv.mean((1, 2))), atol=1e-5)
+
+
+def test_changed_region_l1_counts_only_where_driver_and_source_differ():
+  src = jnp.full((1, 8, 8, 3), 0.3)
+  drv = src.at[:, 2:4, 2:4].add(0.5)                 # 4 changed pixels: the "mouth".
+  inside = drv.at[:, 2:4, 2:4].add(0.2)              # Error only where the driver changed.
+  outside = drv + 0.2 - inside + drv                 # Error only where it did not.
+  # sum |x - y| over the 4 pixels' 3 channels / (3 * 4 + 1).
+  assert float(stage1.changed_region_l1(inside, drv, src)) == pytest.approx(0.2 * 12 / 13, rel=1e-5)
+  assert float(stage1.changed_region_l1(outside, drv, src)) == pytest.approx(0.0, abs=1e-6)
+  assert float(stage1.changed_region_l1(inside, src, src)) == 0.0   # Nothing changed: nothing counted.
+
+
+def test_without_cross_losses_there_is_no_cross_decode_and_dynamics_are_read_back_from_the_recon():
+  cfg = config.load("tiny", (("loss.cross_id", "0.0"), ("loss.motion_cos", "0.0"), ("loss.dyn_sup", "1.0"),
+                             ("loss.pose_cons", "0.0"), ("loss.dyn_cons", "0.0"), ("loss.region_l1", "1.0"),
+                             ("train.gan_start", "100")))
+  t = stage1.Stage1(cfg, num_classes=4)
+  assert not t.cross_used
+  fake = _FakeGen(0.0)   # recon = the driver exactly.
+  t.encode, t.encode_motion, t.decode = fake.encode, fake.motion, fake.decode
+  src, drv, other = _imgs(0), _imgs(1), _imgs(2)
+  n = 8
+  dyn = {w: fake.motion(None, img)["z_dyn"][:, :n] for w, img in (("src", src), ("drv", drv), ("other", other))}
+  batch = {"src": src, "drv": drv, "other": other, **{f"{w}_dyn": v for w, v in dyn.items()}}
+  _, (terms, out) = t.gen_loss(None, {}, batch, jnp.float32(0.0))
+  assert "cross" not in out and "cross_id" not in terms and "motion_cos" not in terms
+  # Read back from the reconstruction (= drv), the dynamics match the driver's labels: zero.
+  assert float(terms["dyn_sup"]) == pytest.approx(0.0, abs=1e-6)
+  assert float(terms["region_l1"]) == pytest.approx(0.0, abs=1e-6)
+  # Labels that disagree with what the reconstruction shows make it positive.
+  batch["drv_dyn"] = dyn["other"]
+  _, (terms, _) = t.gen_loss(None, {}, batch, jnp.float32(0.0))
+  assert float(terms["dyn_sup"]) > 0.01
+
+
+def test_sup_error_is_mean_absolute_or_mean_squared():
+  pred, target = jnp.array([[0.0, 0.0], [0.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, -3.0]])
+  assert float(stage1.sup_error(pred, target, False)) == pytest.approx(1.0)
+  assert float(stage1.sup_error(pred, target, True)) == pytest.approx(2.5)
+  # A rare event (a blink in 1 frame of 20): the absolute error is lowest at the median (0),
+  # the squared error at the mean, so only the latter moves the prediction towards it.
+  t = jnp.zeros((20, 1)).at[0].set(1.0)
+  for squared, best in ((False, 0.0), (True, 0.05)):
+    grid = [float(stage1.sup_error(jnp.full((20, 1), v), t, squared)) for v in (0.0, 0.05, 0.1)]
+    assert np.argmin(grid) == [0.0, 0.05, 0.1].index(best)

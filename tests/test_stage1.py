@@ -24,7 +24,9 @@ def corpus(tmp_path_factory):
 
 
 @pytest.mark.parametrize("overrides", [(), (("face.gen_widths", "(32, 16)"), ("face.out_shuffle", "2")),
-                                       (("face.skip_pixels", "False"),), (("face.skip_channels", "0"),)])
+                                       (("face.skip_pixels", "False"),), (("face.skip_channels", "0"),),
+                                       (("face.render_unet", "True"), ("face.out_shuffle", "2"),
+                                        ("face.enc_vol_blocks", "0"))])
 def test_encoder_decoder_shapes_and_self_consistency(overrides):
   cfg = config.load("tiny", overrides).face
   model = face_latent.FaceLatent(cfg)
@@ -37,6 +39,7 @@ def test_encoder_decoder_shapes_and_self_consistency(overrides):
   if cfg.skip_channels:
     assert lat["f_app"].shape == (2, 2 * cfg.vol_size, 2 * cfg.vol_size, cfg.skip_channels)
     assert ("src_img" in lat) == cfg.skip_pixels
+  assert ("src_dyn" in lat) == cfg.render_unet
   app = {k: lat[k] for k in face_latent.app_keys(cfg)}
   out = model.apply(params, app, lat["z_pose"], lat["z_dyn"], method=model.decode)
   assert out.shape == img.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.vol_depth = 8        # D
   c.face.vol_size = 32        # S
   c.face.enc_widths = (16, 64)             # appearance encoder: one halving per width
+  c.face.enc_vol_blocks = 1                # 3D residual blocks on its posed volume (3D convs are slow on CPUs)
   c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
   c.face.motion_widths = (16, 48, 96)     # thin first stage: full-res convs are the slow ones on CPU
   c.face.motion_s2d = False        # lever: pose/dynamics encoders fold larger images into channels instead of resizing
@@ -45,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.render_vol_blocks = 0   # 3D convs run at ~16 GFLOP/s on CPU: skipped to stay real time
   c.face.gen_widths = (96, 64)             # 2D generator: S -> 2S, then 2x2 sub-pixels = image_size
   c.face.out_shuffle = 2          # last stage predicts 2x2 sub-pixels (1: full-resolution conv)
+  c.face.render_unet = False       # lever: a U-Net renderer (skip at 2S, volume at S, bottleneck at S/2); needs skip_pixels
+  c.face.unet_widths = (48, 96, 160)  # its widths at 2S, S, S/2
   c.face.render_dyn = False        # lever: the renderer is FiLM-modulated by z_dyn as well as z_id
   c.face.skip_channels = 0         # lever: 2D source features at 2S, warped once to the target pose (0: off)
   c.face.skip_pixels = False       # lever: the skip also carries the source's pixels, warped at full size
@@ -67,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.l1 = 1.0
   c.loss.ssim = 0.5
+  c.loss.region_l1 = 0.0        # lever: extra L1 where driver and source differ (mouth, eyes, moved edges)
   c.loss.gan = 0.1
   c.loss.fm = 4.0
   c.loss.pose_cons = 1.0
@@ -77,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.motion_margin = 0.2
   c.loss.pose_sup = 0.5         # only where the data has pose labels
   c.loss.pose_sup_all = False   # lever: pose_sup also ties translation and -log distance (else the angles only)
+  c.loss.dyn_sup_squared = False  # lever: dyn_sup as squared error (L1 learns the median: no blinks)
   c.loss.dyn_sup = 0.0          # lever: first dims of z_dyn follow expression labels (label_motion.DYN_LABELS)
   c.loss.dyn_free_from_src = 0.0  # lever: share of recons whose free z_dyn dims come from the source
   c.loss.teacher_labels = 0.0   # lever: share of recon/cross decodes driven by the true labels
@@ -87,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 4          # global, split over all devices
   c.train.steps = 5000
   c.train.lr_gen = 2e-4
+  c.train.lr_final = 1.0          # < 1: the generator's lr decays (cosine) to this share of lr_gen at `steps`
   c.train.lr_disc = 2e-4
   c.train.lr_idnet = 1e-3
   c.train.b1 = 0.5

@@ -204,6 +204,7 @@ class AppearanceEncoder(nn.Module):
   vol_size: int
   remat: bool = False
   skip_channels: int = 0
+  vol_blocks: int = 1       # 3D residual blocks on the posed volume (slow on CPUs)
 
   @nn.compact
   def __call__(self, img):
@@ -221,7 +222,9 @@ class AppearanceEncoder(nn.Module):
     b, s = x.shape[0], self.vol_size
     # [B, S, S, D*Cv] -> [B, D, S, S, Cv]
     vol = x.reshape(b, s, s, self.vol_depth, self.vol_channels).transpose(0, 3, 1, 2, 4)
-    return block3d(self.vol_channels)(vol), skip
+    for _ in range(self.vol_blocks):
+      vol = block3d(self.vol_channels)(vol)
+    return vol, skip
 
 
 class Renderer(nn.Module):
@@ -268,6 +271,63 @@ class Renderer(nn.Module):
     return nn.sigmoid(x)
 
 
+class FiLMBlock(nn.Module):
+  """Norm-free residual block: conv, FiLM by a code, conv (zero-initialised, so it starts as identity).
+
+  No normalisation layers: on a CPU their reductions and extra passes over the
+  activations cost more than the convolutions they surround.
+  """
+  channels: int
+
+  @nn.compact
+  def __call__(self, x, cond):
+    if x.shape[-1] != self.channels:
+      x = nn.Conv(self.channels, (1, 1))(x)
+    h = nn.Conv(self.channels, (3, 3))(nn.silu(x))
+    gamma, beta = jnp.split(nn.Dense(2 * self.channels, kernel_init=nn.initializers.zeros)(cond)[:, None, None, :],
+                            2, axis=-1)
+    h = nn.silu(h * (1.0 + gamma) + beta)
+    return x + nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
+class UNetRenderer(nn.Module):
+  """Warped volume + the source's warped 2D skip -> image, through a small U-Net.
+
+  The skip (source features and pixels brought to the target pose, plus the
+  source's own pixels for what does not move with the head) enters at 2S; the
+  projected volume joins at S; a bottleneck at S/2 sees the whole face, which is
+  what it takes to paint a mouth or closed eyelids where the code asks for them.
+  Widths are `(at 2S, at S, at S/2)`; the last conv predicts `out_shuffle`^2
+  sub-pixels per location.
+  """
+  widths: Sequence[int]
+  image_size: int
+  out_shuffle: int = 2
+
+  @nn.compact
+  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC):
+    w2, w1, w0 = self.widths
+    b, d, s, _, c = vol_BxDxSxSxC.shape
+    vol = vol_BxDxSxSxC.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
+    x2 = FiLMBlock(w2)(nn.Conv(w2, (3, 3))(skip_Bx2Sx2SxC), cond)                      # 2S
+    x1 = nn.Conv(w1, (3, 3), strides=(2, 2))(nn.silu(x2))
+    x1 = FiLMBlock(w1)(jnp.concatenate([x1, nn.Conv(w1, (1, 1))(vol)], -1), cond)      # S
+    x0 = nn.Conv(w0, (3, 3), strides=(2, 2))(nn.silu(x1))
+    x0 = FiLMBlock(w0)(FiLMBlock(w0)(x0, cond), cond)                                   # S/2
+    up = lambda x: jax.image.resize(x, (b, x.shape[1] * 2, x.shape[2] * 2, x.shape[3]), "nearest")  # noqa: E731
+    x1 = FiLMBlock(w1)(jnp.concatenate([x1, up(x0)], -1), cond)
+    x2 = FiLMBlock(w2)(jnp.concatenate([x2, up(x1)], -1), cond)
+    f = self.out_shuffle
+    if x2.shape[1] * f != self.image_size:
+      raise ValueError(f"U-Net renderer reaches {x2.shape[1] * f}px, config asks for {self.image_size}px: "
+                       "2 * vol_size * out_shuffle must equal image_size")
+    x = nn.Conv(3 * f * f, (3, 3))(nn.silu(x2))
+    h, w = x.shape[1:3]
+    # [B, h, w, f*f*3] -> [B, h*f, w*f, 3]
+    x = x.reshape(b, h, w, f, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, 3)
+    return nn.sigmoid(x)
+
+
 class FaceLatent(nn.Module):
   """The whole stage-1 model: `encode` a face, `decode` any pose/dynamics onto it."""
   cfg: ml_collections.ConfigDict
@@ -277,13 +337,16 @@ class FaceLatent(nn.Module):
     shape = (c.vol_depth, c.vol_size, c.vol_size)
     r = c.remat
     self.appearance = AppearanceEncoder(c.enc_widths, c.vol_channels, c.vol_depth, c.vol_size, remat=r,
-                                        skip_channels=c.skip_channels)
+                                        skip_channels=c.skip_channels, vol_blocks=c.enc_vol_blocks)
     self.identity = VectorEncoder(c.motion_widths, c.z_id, c.motion_input, remat=r)
     self.pose = PoseEncoder(c.motion_widths, c.motion_input, remat=r, s2d=c.motion_s2d)
     self.dynamics = VectorEncoder(c.motion_widths, c.z_dyn, c.motion_input, remat=r, s2d=c.motion_s2d)
     self.to_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
     self.from_canonical = FlowGenerator(shape, c.flow_channels, remat=r)
-    self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r, out_shuffle=c.out_shuffle)
+    if c.render_unet:
+      self.renderer = UNetRenderer(c.unet_widths, c.image_size, c.out_shuffle)
+    else:
+      self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r, out_shuffle=c.out_shuffle)
 
   def __call__(self, src, drv):
     """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""
@@ -309,6 +372,8 @@ class FaceLatent(nn.Module):
       out["f_app"] = skip
     if self.cfg.skip_pixels:
       out["src_img"] = img
+    if self.cfg.render_unet:
+      out["src_dyn"] = motion["z_dyn"]
     return out
 
   def decode(self, app, z_pose, z_dyn):
@@ -333,11 +398,18 @@ class FaceLatent(nn.Module):
         img = app["src_img"]
         grid = warp.plane_grid(rot, trans, scale, rot_s, trans_s, scale_s, img.shape[1:3], self.cfg.skip_depth)
         pix = warp.sample_volume(img[:, None], grid)[:, 0]
-        skip = jnp.concatenate([skip, space_to_depth(pix * 2.0 - 1.0, img.shape[1] // f.shape[1])], -1)
+        fold = img.shape[1] // f.shape[1]
+        skip = jnp.concatenate([skip, space_to_depth(pix * 2.0 - 1.0, fold)], -1)
+        if self.cfg.render_unet:
+          # The unwarped source too: background and shoulders do not move with the head.
+          skip = jnp.concatenate([skip, space_to_depth(img * 2.0 - 1.0, fold)], -1)
     # A warp only moves features that exist: a mouth closed in the source has no
     # interior to move. With `render_dyn` the renderer also sees z_dyn, so it can
     # paint what the dynamics ask for (an open mouth, closed eyelids).
     cond = jnp.concatenate([app["z_id"], z_dyn], -1) if self.cfg.render_dyn else app["z_id"]
+    if self.cfg.render_unet:
+      # What changes from source to target (pose and dynamics) is what the renderer must draw.
+      cond = jnp.concatenate([cond, app["src_dyn"], z_pose, app["z_pose"]], -1)
     return self.renderer(vol, cond, skip)
 
 
@@ -346,4 +418,6 @@ def app_keys(face_cfg) -> tuple[str, ...]:
   keys = ("v_app", "z_id")
   if face_cfg.skip_channels:
     keys += ("f_app", "z_pose") + (("src_img",) if face_cfg.skip_pixels else ())
+  if face_cfg.render_unet:
+    keys += ("src_dyn",)
   return keys

@@ -3,6 +3,8 @@
 Per example the batch holds frames i (`src`) and j (`drv`) of one clip and a frame
 of another identity (`other`). Losses (weights in `config.loss`):
   l1, ssim     reconstruct drv from src's appearance and drv's motion (multi-scale L1, 1 - SSIM)
+  region_l1    optional: L1 again where drv differs from src (mouth, eyes, moved edges), which a
+               whole-frame mean hardly sees
   gan, fm      hinge GAN and discriminator feature matching on the reconstruction
   pose_cons    VASA pairwise transfer: D(V_j, id_j, pose_i, dyn_j) == D(V_i, id_i, pose_i, dyn_j)
   dyn_cons     the same with dynamics swapped: D(V_j, id_j, pose_j, dyn_i) == D(V_i, id_i, pose_j, dyn_i)
@@ -10,6 +12,8 @@ of another identity (`other`). Losses (weights in `config.loss`):
                (cosine of a frozen-per-step identity embedding)
   motion_cos   MegaPortraits-style: the dynamics read back from the cross-identity
                output match other's dynamics (CosFace over the batch)
+               (with cross_id and motion_cos both 0 there is no cross-identity decode and
+               no identity-net update at all)
   pose_sup     optional: z_pose follows per-frame pose labels when the data has them: the angles,
                and also translation and -log distance where those labels exist
   teacher_labels  optional share of examples whose recon and cross decodes take the true labels
@@ -17,7 +21,8 @@ of another identity (`other`). Losses (weights in `config.loss`):
                labels -> pixels directly; the encoders learn from pose_sup and dyn_sup
   dyn_sup      optional: the first dims of z_dyn follow per-frame expression labels (`DYN_LABELS`:
                mouth, blink, gaze, brow, smile) when the data has them, both as encoded from
-               the real frames and as read back from the cross-identity output (so the decoder
+               the real frames and as read back from the cross-identity output, or from the
+               reconstruction where there is no cross decode (so the decoder
                must draw the driver's mouth and eyes for the encoder to find them). Synthetic
                clips carry exact labels; real clips get landmark-derived pseudo-labels of the
                same names. Without labels the term is absent and the recipe is VASA's own.
@@ -67,9 +72,11 @@ class Stage1:
     # A run whose GAN never starts does no discriminator work at all (it is the
     # costliest part of a step that would otherwise be multiplied by zero).
     self.gan_used = cfg.train.gan_start < cfg.train.steps
+    # Likewise the cross-identity decode exists only for the losses that read it.
+    self.cross_used = bool(cfg.loss.cross_id or cfg.loss.motion_cos)
     t = cfg.train
     self.tx = {
-        "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.lr_gen, b1=t.b1, b2=t.b2)),
+        "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(gen_lr(t), b1=t.b1, b2=t.b2)),
         "disc": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(t.lr_disc, b1=t.b1, b2=t.b2)),
         "idnet": optax.adam(t.lr_idnet),
     }
@@ -117,10 +124,16 @@ class Stage1:
     c = self.cfg.loss
     b = src.shape[0]
     n = len(DYN_LABELS)
-    both = self.encode(gen_params, jnp.concatenate([src, drv]))
-    a_s = jax.tree.map(lambda x: x[:b], both)
-    a_d = jax.tree.map(lambda x: x[b:], both)
-    m_o = self.encode_motion(gen_params, other)
+    if c.pose_cons or c.dyn_cons:  # Their decodes take the driver's appearance too.
+      both = self.encode(gen_params, jnp.concatenate([src, drv]))
+      a_s = jax.tree.map(lambda x: x[:b], both)
+      a_d = jax.tree.map(lambda x: x[b:], both)
+      m_o = self.encode_motion(gen_params, other)
+    else:  # Appearance is encoded only where a decode reads it: the dearest encoder by far.
+      a_s = self.encode(gen_params, src)
+      motion = self.encode_motion(gen_params, jnp.concatenate([drv, other]))
+      a_d = jax.tree.map(lambda x: x[:b], motion)
+      m_o = jax.tree.map(lambda x: x[b:], motion)
     pose_recon, dyn_recon = a_d["z_pose"], a_d["z_dyn"]
     pose_cross, dyn_cross = m_o["z_pose"], m_o["z_dyn"]
     if teacher is not None:
@@ -144,7 +157,12 @@ class Stage1:
       # The 2D skip is placed by the source's pose: in label-driven decodes that is the source's
       # true pose too, so source and target poses agree while the pose encoder is still learning.
       app_s = dict(a_s, z_pose=jnp.where(teacher[0][:, None], teacher[1]["src_pose"], a_s["z_pose"]))
-    jobs = [("recon", app_s, pose_recon, dyn_recon), ("cross", app_s, pose_cross, dyn_cross)]
+      if "src_dyn" in self.face.app_keys:
+        src_dyn = jnp.where(teacher[0][:, None], teacher[1]["src_dyn"], a_s["src_dyn"][:, :n])
+        app_s["src_dyn"] = jnp.concatenate([src_dyn, a_s["src_dyn"][:, n:]], -1)
+    jobs = [("recon", app_s, pose_recon, dyn_recon)]
+    if self.cross_used:
+      jobs += [("cross", app_s, pose_cross, dyn_cross)]
     if c.pose_cons:
       jobs += [("pose_j", a_d, a_s["z_pose"], a_d["z_dyn"]), ("pose_i", a_s, a_s["z_pose"], a_d["z_dyn"])]
     if c.dyn_cons:
@@ -168,19 +186,29 @@ class Stage1:
       keep_free = jax.random.bernoulli(k_free, c.dyn_free_from_src, (b,))
     if c.teacher_labels and rng is not None and "other_pose" in batch and "drv_dyn" in batch:
       teacher = (jax.random.bernoulli(k_teach, c.teacher_labels, (b,)),
-                 {k: batch[k] for k in ("src_pose", "drv_pose", "drv_dyn", "other_pose", "other_dyn")})
+                 {k: batch[k] for k in ("src_pose", "src_dyn", "drv_pose", "drv_dyn", "other_pose", "other_dyn")})
     out = self._generate(gen_params, src, drv, other, keep_free, teacher)
-    recon, cross = out["recon"], out["cross"]
+    recon = out["recon"]
     terms = {"l1": multiscale_l1(recon, drv), "ssim": 1.0 - ssim(recon, drv)}
+    if c.region_l1:
+      terms["region_l1"] = changed_region_l1(recon, drv, src)
     if c.pose_cons:
       terms["pose_cons"] = jnp.mean(jnp.abs(out["pose_j"] - out["pose_i"]))
     if c.dyn_cons:
       terms["dyn_cons"] = jnp.mean(jnp.abs(out["dyn_j"] - out["dyn_i"]))
-    emb = self.idnet.apply(jax.lax.stop_gradient(params["idnet"]), jnp.concatenate([cross, src]))
-    terms["cross_id"] = 1.0 - jnp.mean(jnp.sum(emb[:b] * jax.lax.stop_gradient(emb[b:]), -1))
-    dyn_back = self.encode_motion(gen_params, cross)["z_dyn"]
-    terms["motion_cos"] = batch_cosface(dyn_back, jax.lax.stop_gradient(out["m_o"]["z_dyn"]),
-                                        scale=c.motion_scale, margin=c.motion_margin)
+    if self.cross_used:
+      cross = out["cross"]
+      emb = self.idnet.apply(jax.lax.stop_gradient(params["idnet"]), jnp.concatenate([cross, src]))
+      terms["cross_id"] = 1.0 - jnp.mean(jnp.sum(emb[:b] * jax.lax.stop_gradient(emb[b:]), -1))
+      dyn_back = self.encode_motion(gen_params, cross)["z_dyn"]
+      terms["motion_cos"] = batch_cosface(dyn_back, jax.lax.stop_gradient(out["m_o"]["z_dyn"]),
+                                          scale=c.motion_scale, margin=c.motion_margin)
+      back_target = "other_dyn"
+    else:
+      # No cross decode: the dynamics are read back from the reconstruction instead, so the
+      # decoder must still draw the driver's mouth and eyes where the encoder can find them.
+      dyn_back = self.encode_motion(gen_params, recon)["z_dyn"]
+      back_target = "drv_dyn"
     if c.pose_sup and "src_pose" in batch:
       n = batch["src_pose"].shape[-1] if c.pose_sup_all else len(ANGLE_LABELS)
       pred = jnp.concatenate([out["a_s"]["z_pose"][:, :n], out["a_d"]["z_pose"][:, :n]])
@@ -189,8 +217,8 @@ class Stage1:
     if c.dyn_sup and "src_dyn" in batch:
       n = batch["src_dyn"].shape[-1]
       pred = jnp.concatenate([out["a_s"]["z_dyn"][:, :n], out["a_d"]["z_dyn"][:, :n], dyn_back[:, :n]])
-      target = jnp.concatenate([batch["src_dyn"], batch["drv_dyn"], batch["other_dyn"]])
-      terms["dyn_sup"] = jnp.mean(jnp.abs(pred - target))
+      target = jnp.concatenate([batch["src_dyn"], batch["drv_dyn"], batch[back_target]])
+      terms["dyn_sup"] = sup_error(pred, target, c.dyn_sup_squared)
     if self.gan_used:
       d_out = self.disc.apply(params["disc"], jnp.concatenate([recon, drv]))
       d_fake = [(logits[:b], [f[:b] for f in feats]) for logits, feats in d_out]
@@ -230,7 +258,10 @@ class Stage1:
       d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
     else:
       d_total, d_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, p["disc"])
-    i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
+    if self.cross_used:  # The identity net serves only the cross-identity loss.
+      i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
+    else:
+      i_total, i_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, (p["idnet"], p["id_classes"]))
 
     finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(i_total)
     new_params, new_opt = dict(p), dict(state.opt)
@@ -268,6 +299,14 @@ class Stage1:
     cols = [src, drv, recon, other, pose_swap, cross]
     rows = jnp.concatenate(cols, axis=2)           # [B, H, 6W, 3]
     return rows.reshape(-1, rows.shape[2], 3)      # [B*H, 6W, 3]
+
+
+def gen_lr(t: ml_collections.ConfigDict):
+  """The generator's learning rate: constant, or with `lr_final` < 1 a cosine from lr_gen down to
+  lr_final * lr_gen at train.steps (the last steps average out the noise of a small batch)."""
+  if t.lr_final >= 1.0:
+    return t.lr_gen
+  return optax.cosine_decay_schedule(t.lr_gen, max(int(t.steps), 1), alpha=t.lr_final)
 
 
 def prepare_batch(batch: dict) -> dict:
@@ -309,6 +348,24 @@ def multiscale_l1(x, y, scales: int = 3):
       y = jax.image.resize(y, (b, h // 2, w // 2, c), "linear")
     loss = loss + jnp.mean(jnp.abs(x - y))
   return loss / scales
+
+
+def sup_error(pred, target, squared: bool):
+  """Label supervision: mean absolute error, or squared error. An absolute error learns the median,
+  and the median blink is 'open' in every context (eyes are shut in ~5% of frames): an encoder
+  trained on it never reads a blink."""
+  d = pred - target
+  return jnp.mean(d * d) if squared else jnp.mean(jnp.abs(d))
+
+
+def changed_region_l1(x, y, src, threshold: float = 0.08):
+  """L1 over the pixels where the driver differs from the source (mouth, eyes, moved edges).
+
+  Those few pixels are what reenactment is about, and a whole-frame mean hardly sees
+  them: a 128^2 frame's mouth is ~1% of its pixels. Needs no labels or landmarks.
+  """
+  mask = (jnp.max(jnp.abs(y - src), axis=-1, keepdims=True) > threshold).astype(x.dtype)
+  return jnp.sum(jnp.abs(x - y) * mask) / (3.0 * jnp.sum(mask) + 1.0)
 
 
 def ssim(x, y, window: int = 7):
