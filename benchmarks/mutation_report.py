@@ -191,7 +191,11 @@ def main():
 
   path = os.path.abspath(args.module)
   name = os.path.relpath(path).removesuffix(".py").replace(os.sep, ".")
+  # The package of the working directory, not another checkout an editable install points to.
+  sys.path.insert(0, os.getcwd())
   module = importlib.import_module(name)
+  if os.path.abspath(module.__file__) != path:
+    sys.exit(f"{name} imports from {module.__file__}, not {path}: run from the checkout's root")
   source = open(path).read()
   tree = ast.parse(source)
   functions = set(args.functions.split(",")) if args.functions else None
@@ -200,7 +204,7 @@ def main():
   if _run_tests(pytest, args.tests, args.timeout) != "survived":
     sys.exit("the tests fail on the unmutated code; fix them first")
   saved = dict(module.__dict__)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.getcwd()
   importers = _importers(module, root)
   only = {int(x) for x in args.only.split(",")} if args.only else set()
   results, t0 = [], time.time()
