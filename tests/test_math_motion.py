@@ -234,3 +234,27 @@ def test_window_loop_add_audio_counts_samples(n):
   loop.add_audio(np.ones((n, 5)))
   assert loop.received == 5 * n and loop.audio.size == K * SPF + 5 * n
   np.testing.assert_array_equal(loop.audio[:K * SPF], 0.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_seed_reaches_the_motion_through_the_initial_noise(seed):
+  """The real window step and DDIM on a denoiser that answers half its input: one DDIM step returns
+  that answer, so each window is exactly half the noise its key draws, and another seed moves the
+  motion by half the difference of the two noises (an untrained network hides this: it hardly
+  listens to its input, which is why the tiny bundle's seeds differ by ~1e-4 in test_sample)."""
+  from vasa_jax import config
+  cfg = config.load("tiny")
+  with cfg.unlocked():
+    cfg.diffusion.pose_smooth = 0.0
+  mm = motion.MotionModel(cfg, motion_dim=M)
+  mm.features = lambda params, wav: jnp.zeros((wav.shape[0], mm.context + mm.window, 4))
+  mm.denoise = lambda params, x_t, t, ctx, drop, valid: 0.5 * x_t
+  loop = motion.WindowLoop(mm, None, np.zeros(M), motion.Controls(), jax.random.key(seed), steps=1,
+                           guidance=(1.0, 0.5, 0, 0, 0))
+  loop.add_audio(np.zeros(2 * mm.window * mm.samples_per_frame))
+  rng, windows = jax.random.key(seed), list(loop.windows())
+  assert len(windows) == 2
+  for window in windows:
+    rng, sub = jax.random.split(rng)
+    noise = np.asarray(jax.random.normal(sub, (1, mm.window, M)))[0]
+    np.testing.assert_allclose(window, 0.5 * noise, rtol=1e-5, atol=1e-6)
