@@ -85,6 +85,11 @@ def test_region_psnr_clips_the_output_and_caps_at_100_db():
   mask = np.ones((1, 4, 4), bool)
   assert evaluate.region_psnr(out, gt, mask)[0] == pytest.approx(20.0, abs=1e-4)
   assert evaluate.region_psnr(gt, gt, mask)[0] == pytest.approx(100.0)   # -10 log10(1e-10).
+  one = np.zeros((1, 4, 4), bool)
+  one[0, 2, 3] = True                       # A one-pixel region: its own squared error.
+  out = gt.copy()
+  out[0, 2, 3] = 0.8
+  assert evaluate.region_psnr(out, gt, one)[0] == pytest.approx(20.0, abs=1e-4)
 
 
 def test_correlation_of_two_samples_and_of_one():
