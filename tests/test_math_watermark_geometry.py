@@ -25,8 +25,8 @@ def test_payload_bit_layout():
   for bad in (-1, 1 << 36):
     with pytest.raises(ValueError):
       wm.make_payload("ckpt", bad)
-  fresh = {wm.parse_payload(wm.make_payload("ckpt"))["generation_id"] for _ in range(4)}
-  assert len(fresh) == 4 and all(0 <= g < 1 << 36 for g in fresh)
+  fresh = {wm.parse_payload(wm.make_payload("ckpt"))["generation_id"] for _ in range(32)}
+  assert len(fresh) == 32 and all(0 <= g < 1 << 36 for g in fresh)     # Random ids: 36 bits each.
 
 
 def test_layout_has_a_quarter_pilot_cells_and_spreads_every_bit_evenly():
@@ -64,8 +64,9 @@ def test_cell_matrix_averages_the_pixels_of_each_cell_and_marks_covered_cells():
   # A cell that only partly shows is kept with at least half its pixels: 2 of 4 yes, 1 of 4 no.
   _, valid = wm._cell_matrix(4 * G, offset=0.5 / G)
   assert valid[0] == 1.0 and valid[1:].all()
-  _, valid = wm._cell_matrix(4 * G, offset=0.8 / G)
+  m, valid = wm._cell_matrix(4 * G, offset=0.8 / G)
   assert valid[0] == 0.0 and valid[1:].all()
+  np.testing.assert_array_equal(m[0, :1], [1.0])                       # A one-pixel cell is that pixel.
 
 
 def test_spread_matrix_is_a_tent_through_the_cell_centres():
@@ -95,6 +96,12 @@ def test_highpass_subtracts_the_mean_of_the_valid_neighbours():
   r = wm._highpass(cells, valid, np)
   assert r[10, 21] == 0.0 and r[10, 20] == 1.0 and r[11, 21] == pytest.approx(-1 / 7)
   assert r[10, 22] == 0.0 and r[11, 22] == 0.0
+  pair = np.zeros((G, G))
+  pair[5, 5:7] = 1.0                                                  # Two valid cells, each the other's only neighbour.
+  cells = np.full((G, G), 9.0)                                        # Invalid cells' values do not count.
+  cells[5, 5:7] = 1.0, 3.0
+  r = wm._highpass(cells, pair, np)
+  assert r[5, 5] == pytest.approx(-2.0) and r[5, 6] == pytest.approx(2.0)
 
 
 def test_texture_mask_from_flat_to_textured():
@@ -132,6 +139,15 @@ def test_residuals_are_the_clipped_normalised_highpass_of_the_cell_means():
   _, sigma = wm._residuals(y, [(0.0, 1.0)], [(0.0, 1.0)])
   assert sigma == pytest.approx(1.4826 * np.median(np.abs(wm._highpass(cells, np.ones((G, G)), np))) + 1e-6,
                                 rel=1e-4)
+  # One pixel per cell: the cells are the pixels.
+  r, _ = wm._residuals(cells, [(0.0, 1.0)], [(0.0, 1.0)], sigma=1.0)
+  np.testing.assert_allclose(r[0, 0], np.clip(wm._highpass(cells, np.ones((G, G)), np), -2.5, 2.5), atol=1e-5)
+  # The robust scale comes from the valid cells only (a crop of the lower half: the upper half is not seen).
+  r, _ = wm._residuals(y, [(0.5, 0.5)], [(0.0, 1.0)], sigma=1.0)
+  seen = r[0, 0] != 0
+  assert 0.45 < seen.mean() < 0.55
+  _, sigma = wm._residuals(y, [(0.5, 0.5)], [(0.0, 1.0)])
+  assert sigma == pytest.approx(1.4826 * np.median(np.abs(r[0, 0][seen])) + 1e-6, rel=1e-4)
 
 
 def test_group_sums_count_each_bits_cells():
