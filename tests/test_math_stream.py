@@ -127,3 +127,16 @@ def test_generate_feeds_every_chunk_then_flushes():
   np.testing.assert_array_equal(np.concatenate(pushed), audio)
   pushed.clear()
   assert list(stream.generate(s, audio)) == [10, "end"] and len(pushed) == 1
+
+
+def test_push_renders_only_whole_windows_and_flush_the_rest():
+  s, asked = _sampler(), []
+
+  def windows(final):
+    asked.append(final)
+    return iter([np.full((2, 3), 5.0)] if final else [np.full((3, 3), 7.0)])
+
+  s.loop = types.SimpleNamespace(windows=windows, add_audio=lambda chunk: asked.append(len(chunk)))
+  assert [f[0, 0, 0] for f in s.push(np.zeros(4))] == [7.0] * 3
+  assert [f[0, 0, 0] for f in s.flush()] == [5.0] * 2
+  assert asked == [4, False, True] and s.frames_out == 5
