@@ -1,7 +1,9 @@
 """Mutation testing as a measurement: the share of one-token bugs in a module that its tests catch.
 
   python benchmarks/mutation_report.py vasa_jax/diffusion.py tests/test_diffusion.py tests/test_math_diffusion.py
-  python benchmarks/mutation_report.py vasa_jax/train/stage1.py tests/test_math_losses.py --functions multiscale_l1,ssim
+  python benchmarks/mutation_report.py vasa_jax/train/stage2.py tests/test_math_stage2.py
+
+benchmarks/MUTATION.md has the measured modules, their commands and their survivors.
 
 Mutants are made on the syntax tree (arithmetic and comparison operators swapped, numbers
 changed, a unary minus, `abs`, a boolean or `and`/`or` flipped); strings are left alone.

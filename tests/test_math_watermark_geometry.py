@@ -97,7 +97,7 @@ def test_highpass_subtracts_the_mean_of_the_valid_neighbours():
   assert r[10, 21] == 0.0 and r[10, 20] == 1.0 and r[11, 21] == pytest.approx(-1 / 7)
   assert r[10, 22] == 0.0 and r[11, 22] == 0.0
   pair = np.zeros((G, G))
-  pair[5, 5:7] = 1.0                                                  # Two valid cells, each the other's only neighbour.
+  pair[5, 5:7] = 1.0                                 # Two valid cells, each the other's only neighbour.
   cells = np.full((G, G), 9.0)                                        # Invalid cells' values do not count.
   cells[5, 5:7] = 1.0, 3.0
   r = wm._highpass(cells, pair, np)
