@@ -1,13 +1,18 @@
 """Mutation testing as a measurement: the share of one-token bugs in a module that its tests catch.
 
   python benchmarks/mutation_report.py vasa_jax/diffusion.py tests/test_diffusion.py tests/test_math_diffusion.py
-  python benchmarks/mutation_report.py vasa_jax/train/stage1.py tests/test_math_losses.py --functions multiscale_l1,ssim
+  python benchmarks/mutation_report.py vasa_jax/train/stage2.py tests/test_math_stage2.py
+
+benchmarks/MUTATION.md has the measured modules, their commands and their survivors.
 
 Mutants are made on the syntax tree (arithmetic and comparison operators swapped, numbers
 changed, a unary minus, `abs`, a boolean or `and`/`or` flipped); strings are left alone.
 Each mutant is executed into the live module and pytest runs in this one process, so JAX
-is imported once and a mutant costs only its tests. A module that others imported names
-from (`from m import f`) is not reached that way; mutate modules whose users call `m.f`.
+is imported once and a mutant costs only its tests. Names that other loaded modules took
+with `from m import f` are rebound to the mutant's objects (and back afterwards), and the
+project's `functools.lru_cache`s are cleared around every mutant, so cached models or
+jitted steps built from the unmutated code are not reused. Objects made from the original
+before the run (instances, closures) still hold it; the tests build their own.
 Prints one line per surviving mutant and the share killed; `--json` writes them all.
 """
 
@@ -141,6 +146,38 @@ def _run_tests(pytest, tests, timeout):
     signal.signal(signal.SIGALRM, old)
 
 
+def _project_modules(root):
+  return [m for m in list(sys.modules.values())
+          if os.path.abspath(getattr(m, "__file__", None) or "/").startswith(root + os.sep)]
+
+
+def _importers(module, root):
+  """(importing module, its name, the mutated module's name) for every `from module import name`."""
+  out = []
+  for m in _project_modules(root):
+    if m is module:
+      continue
+    try:
+      tree = ast.parse(open(m.__file__).read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+      continue
+    for node in tree.body:
+      if isinstance(node, ast.ImportFrom) and node.module == module.__name__ and not node.level:
+        for alias in node.names:
+          out.append((m, alias.asname or alias.name, alias.name))
+  return out
+
+
+def _rebind(module, importers, root):
+  for m, as_name, name in importers:
+    if name in module.__dict__:
+      setattr(m, as_name, module.__dict__[name])
+  for m in _project_modules(root):
+    for value in list(vars(m).values()):
+      if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", "").startswith("vasa_jax"):
+        value.cache_clear()
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("module", help="source file, e.g. vasa_jax/diffusion.py")
@@ -156,7 +193,11 @@ def main():
 
   path = os.path.abspath(args.module)
   name = os.path.relpath(path).removesuffix(".py").replace(os.sep, ".")
+  # The package of the working directory, not another checkout an editable install points to.
+  sys.path.insert(0, os.getcwd())
   module = importlib.import_module(name)
+  if os.path.abspath(module.__file__) != path:
+    sys.exit(f"{name} imports from {module.__file__}, not {path}: run from the checkout's root")
   source = open(path).read()
   tree = ast.parse(source)
   functions = set(args.functions.split(",")) if args.functions else None
@@ -164,7 +205,9 @@ def main():
   print(f"{args.module}: {len(sites)} mutants; tests: {' '.join(args.tests)}", flush=True)
   if _run_tests(pytest, args.tests, args.timeout) != "survived":
     sys.exit("the tests fail on the unmutated code; fix them first")
-  original = compile(tree, path, "exec")
+  saved = dict(module.__dict__)
+  root = os.getcwd()
+  importers = _importers(module, root)
   only = {int(x) for x in args.only.split(",")} if args.only else set()
   results, t0 = [], time.time()
   try:
@@ -174,11 +217,13 @@ def main():
       try:
         code = compile(_apply(tree, site, kind), path, "exec")
         exec(code, module.__dict__)  # noqa: S102 - the point of the tool.
+        _rebind(module, importers, root)
         outcome = _run_tests(pytest, args.tests, args.timeout)
       except Exception as e:  # noqa: BLE001 - a mutant that does not even import.
         outcome = f"killed (import: {type(e).__name__})"
       finally:
-        exec(original, module.__dict__)  # noqa: S102
+        module.__dict__.update(saved)
+        _rebind(module, importers, root)
       results.append({"mutant": desc, "kind": kind, "outcome": outcome})
       if outcome == "survived" or args.verbose:
         print(f"  {n:4d} {outcome:9s} {desc}    [{kind}]  {time.time() - t0:.0f} s", flush=True)

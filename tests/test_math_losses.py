@@ -182,6 +182,58 @@ def test_batch_cosface_exact_value_on_orthonormal_descriptors(n, scale, margin):
   assert float(stage1.batch_cosface(a, jnp.roll(a, 1, axis=0), scale=scale, margin=margin)) > want + 1.0
 
 
+def test_multiscale_l1_averages_full_half_and_quarter_resolution():
+  x, y = _imgs(3, b=1), _imgs(4, b=1)
+  want, xs, ys = float(jnp.mean(jnp.abs(x - y))) / 3, x, y
+  for side in (S // 2, S // 4):                 # Each scale halves the one before.
+    xs = jax.image.resize(xs, (1, side, side, 3), "linear")
+    ys = jax.image.resize(ys, (1, side, side, 3), "linear")
+    want += float(jnp.mean(jnp.abs(xs - ys))) / 3
+  assert float(stage1.multiscale_l1(x, y)) == pytest.approx(want, rel=1e-5)
+
+
+def _ssim_reference(x, y, window):
+  """SSIM (Wang et al. 2004, C1 = 0.01^2, C2 = 0.03^2) with a uniform window, every valid position, in float64."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  _, h, w, _ = x.shape
+  out = []
+  for i in range(h - window + 1):
+    for j in range(w - window + 1):
+      px, py = x[:, i:i + window, j:j + window], y[:, i:i + window, j:j + window]
+      mx, my = px.mean((1, 2)), py.mean((1, 2))
+      vx, vy = (px * px).mean((1, 2)) - mx * mx, (py * py).mean((1, 2)) - my * my
+      cov = (px * py).mean((1, 2)) - mx * my
+      out.append((2 * mx * my + 1e-4) * (2 * cov + 9e-4) / ((mx * mx + my * my + 1e-4) * (vx + vy + 9e-4)))
+  return float(np.mean(out))
+
+
+def test_ssim_matches_the_formula_window_by_window():
+  x = jax.random.uniform(jax.random.key(5), (2, 10, 9, 2))
+  y = 0.3 * x + 0.5 * jax.random.uniform(jax.random.key(6), (2, 10, 9, 2))
+  assert float(stage1.ssim(x, y)) == pytest.approx(_ssim_reference(x, y, 7), rel=1e-4)
+  assert float(stage1.ssim(x, y, window=3)) == pytest.approx(_ssim_reference(x, y, 3), rel=1e-4)
+  # Flat images: only the luminance term is left, (2ab + C1) / (a^2 + b^2 + C1); dark ones show C1.
+  a, b = 0.0, 2.0 ** -6
+  flat = float(stage1.ssim(jnp.full((1, 8, 8, 1), a), jnp.full((1, 8, 8, 1), b)))
+  assert flat == pytest.approx((2 * a * b + 1e-4) / (a * a + b * b + 1e-4), rel=1e-4)
+
+
+def test_psnr_of_equal_images_is_capped_at_100_db():
+  x = jnp.full((1, 4, 4, 3), 0.25)
+  assert float(stage1.psnr(x, x)) == pytest.approx(100.0, abs=1e-3)
+
+
+def test_batch_cosface_matches_the_formula_on_unnormalised_descriptors():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(5, 6)) * rng.uniform(0.5, 3, (5, 1)), rng.normal(size=(5, 6))
+  na, nb = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+  logits = 4.0 * (na @ nb.T - 0.3 * np.eye(5))
+  logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))       # Softmax over each a_i's candidates b_j.
+  want = -np.mean(np.diag(logp))
+  got = float(stage1.batch_cosface(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), scale=4.0, margin=0.3))
+  assert got == pytest.approx(want, rel=1e-4)
+
+
 def test_teacher_labels_drive_the_recon_and_cross_decodes():
   # A motion-only fake renders the pose latent's first three numbers as the mean colour, so the
   # output's mean colour says which pose reached the decode: the labels, or what the encoder read.

@@ -79,6 +79,52 @@ def test_space_to_depth_keeps_every_pixel():
   np.testing.assert_array_equal(y[0, 0, 0, 6:9], x[0, 1, 0])
 
 
+def test_region_psnr_clips_the_output_and_caps_at_100_db():
+  gt = np.full((1, 4, 4, 3), 0.9)
+  out = np.full((1, 4, 4, 3), 1.7)         # Clipped to 1: error 0.1 -> 20 dB (1.9 unclipped: 2.9 dB).
+  mask = np.ones((1, 4, 4), bool)
+  assert evaluate.region_psnr(out, gt, mask)[0] == pytest.approx(20.0, abs=1e-4)
+  assert evaluate.region_psnr(gt, gt, mask)[0] == pytest.approx(100.0)   # -10 log10(1e-10).
+  one = np.zeros((1, 4, 4), bool)
+  one[0, 2, 3] = True                       # A one-pixel region: its own squared error.
+  out = gt.copy()
+  out[0, 2, 3] = 0.8
+  assert evaluate.region_psnr(out, gt, one)[0] == pytest.approx(20.0, abs=1e-4)
+
+
+def test_correlation_of_two_samples_and_of_one():
+  assert evaluate.correlation([0.0, 1.0], [0.0, 2.0]) == pytest.approx(1.0)
+  assert evaluate.correlation([0.0, 1.0], [2.0, 0.0]) == pytest.approx(-1.0)
+  assert evaluate.correlation([1.0], [3.0]) == 0.0
+
+
+def test_blink_rate_counts_closings_through_half_not_at_half():
+  blink = np.array([0.0, 0.5, 0.0, 0.6, 0.6, 0.0, 1.0, 0.0, 0.0, 0.0])  # Two closings in 10 frames.
+  assert evaluate.blink_rate(blink, 5) == pytest.approx(2 * 60.0 * 5 / 10)
+  assert evaluate.blink_rate(np.ones(10), 5) == 0.0                       # Closed from the start: no closing.
+
+
+def test_control_errors_against_the_requested_controls():
+  smile, brow = readout._EMOTION_SMILE_BROW["sad"]
+  e = synthetic.EMOTIONS.index("sad")
+
+  def reads(theta, phi, dist):
+    return {"gaze_theta": np.array(theta), "gaze_phi": np.array(phi), "distance": np.array(dist),
+            "smile": np.array([smile]), "brow": np.array([brow])}
+
+  attrs = {"gaze": [0.1, -0.2], "distance": 1.5, "emotion": e}
+  other = dict(attrs, emotion=(e + 1) % len(synthetic.EMOTIONS))
+  # Clip 1: theta mean 0.3 (0.2 off), phi exact, distance mean 1.0 (0.5 off), emotion right.
+  # Clip 2: gaze exact, distance 2.0 (0.5 off), emotion wrong.
+  res = evaluate._control_errors([(reads([0.2, 0.4], [-0.2, -0.2], [0.5, 1.5]), attrs),
+                                  (reads([0.1], [-0.2], [2.0]), other)])
+  assert res["gaze_err_deg"] == pytest.approx(np.degrees(0.2 / 2) / 2)
+  assert res["distance_err"] == pytest.approx(0.5)
+  assert res["emotion_acc"] == pytest.approx(0.5)
+  one = evaluate._control_errors([(reads([-0.1], [-0.2], [1.0]), attrs)])  # Theta 0.2 below.
+  assert one["gaze_err_deg"] == pytest.approx(np.degrees(0.1)) and one["emotion_acc"] == 1.0
+
+
 def test_pixel_features_read_true_frames_and_not_frozen_or_shifted_ones():
   clip = synthetic.make_clip(7, 2, 40, 64)
   labels, frames = clip["labels"], clip["frames"]

@@ -67,7 +67,10 @@ def test_frames_follow_the_seed_and_still_mode(tiny_bundle):
       stream.StreamingSampler(model, _portrait(), steps=2, watermark=marker, **kw), audio)))
   a, b, c = run(seed=1), run(seed=1), run(seed=2)
   np.testing.assert_array_equal(a, b)
-  assert np.abs(a.astype(int) - c.astype(int)).mean() > 0  # Another seed, other motion.
+  # Another seed, other motion. Only '> 0': this 2-step denoiser hardly depends on its noise (seeds move
+  # the motion by ~1e-4), so a floor here would measure the model; test_math_motion checks the seed's
+  # path to the motion exactly, and test_demo_bundle sets a floor on the trained demo model.
+  assert np.abs(a.astype(int) - c.astype(int)).mean() > 0
   still = run(seed=1, still=True)
   assert still.shape == a.shape
   # The watermark is on by default, and turning it off changes the pixels.

@@ -266,7 +266,7 @@ def motion_metrics(clips, gen_list, names) -> dict:
   for clip, gen in zip(clips, gen_list):
     truth = np.stack([clip["labels"][nm] for nm in names], -1)
     a, b = gen[:, col["mouth_open"]], truth[:, col["mouth_open"]]
-    mouth.append(float(np.corrcoef(a, b)[0, 1]) if a.std() > 1e-6 and b.std() > 1e-6 else 0.0)
+    mouth.append(correlation(a, b))
     dps.append(delta_p_deg(gen, pose_cols))
     g = np.asarray(clip["attrs"]["gaze"], np.float32)
     gaze_err.append(float(np.degrees(np.abs(gen[:, [col["gaze_theta"], col["gaze_phi"]]].mean(0) - g).mean())))

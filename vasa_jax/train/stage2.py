@@ -45,9 +45,10 @@ class Stage2:
     self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     self.model = MotionModel(cfg, motion_dim=self.mean.size)
     t = cfg.motion_train
-    schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup, max(t.steps, t.warmup + 1), t.lr * 0.1)
+    # Learning rate per step: linear warm-up from 0, then cosine down to a tenth by the last step.
+    self.schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup, max(t.steps, t.warmup + 1), t.lr * 0.1)
     self.tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                          optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay))
+                          optax.adamw(self.schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay))
 
   def init(self, rng) -> State:
     params = self.model.init(rng)
