@@ -77,6 +77,7 @@ def test_space_to_depth_keeps_every_pixel():
   np.testing.assert_array_equal(y[0, 0, 0, :3], x[0, 0, 0])
   np.testing.assert_array_equal(y[0, 0, 0, 3:6], x[0, 0, 1])
   np.testing.assert_array_equal(y[0, 0, 0, 6:9], x[0, 1, 0])
+  np.testing.assert_array_equal(np.asarray(face_latent.depth_to_space(y, 2)), x)  # The sub-pixel output's map.
 
 
 def test_region_psnr_clips_the_output_and_caps_at_100_db():

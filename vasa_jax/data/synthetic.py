@@ -340,7 +340,8 @@ def pixel_features(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
   extremes = extremes or feature_extremes(identity_id, labels, x.shape[1])
   out = {}
-  for (name, (lo, hi)), (_, key) in zip(extremes.items(), _FEATURES):
+  for name, key in _FEATURES:
+    lo, hi = extremes[name]
     d = hi - lo
     mask = (np.abs(d).max(-1, keepdims=True) > 8 / 255).astype(np.float32)
     num = ((x - lo) * d * mask).sum((1, 2, 3))

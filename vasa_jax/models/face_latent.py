@@ -116,6 +116,15 @@ def space_to_depth(img_BxHxWxC, f: int):
   return x.reshape(b, h // f, w // f, f * f * c)
 
 
+def depth_to_space(x_BxhxwxF, f: int):
+  """[B, h, w, f*f*C] -> [B, h*f, w*f, C]: the inverse of `space_to_depth` (sub-pixel output)."""
+  if f == 1:
+    return x_BxhxwxF
+  b, h, w, c = x_BxhxwxF.shape
+  c //= f * f
+  return x_BxhxwxF.reshape(b, h, w, f, f, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, c)
+
+
 class VectorEncoder(nn.Module):
   """Image -> vector (identity, pose and dynamics each have their own).
 
@@ -264,11 +273,7 @@ class Renderer(nn.Module):
                        "vol_size * 2^(len(gen_widths) - 1) * out_shuffle must equal image_size")
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
     x = nn.Conv(3 * f * f, (3, 3))(x)
-    if f > 1:
-      b, h, w, _ = x.shape
-      # [B, h, w, f*f*3] -> [B, h*f, w*f, 3]
-      x = x.reshape(b, h, w, f, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, 3)
-    return nn.sigmoid(x)
+    return nn.sigmoid(depth_to_space(x, f))
 
 
 class FiLMBlock(nn.Module):
@@ -321,11 +326,7 @@ class UNetRenderer(nn.Module):
     if x2.shape[1] * f != self.image_size:
       raise ValueError(f"U-Net renderer reaches {x2.shape[1] * f}px, config asks for {self.image_size}px: "
                        "2 * vol_size * out_shuffle must equal image_size")
-    x = nn.Conv(3 * f * f, (3, 3))(nn.silu(x2))
-    h, w = x.shape[1:3]
-    # [B, h, w, f*f*3] -> [B, h*f, w*f, 3]
-    x = x.reshape(b, h, w, f, f, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, h * f, w * f, 3)
-    return nn.sigmoid(x)
+    return nn.sigmoid(depth_to_space(nn.Conv(3 * f * f, (3, 3))(nn.silu(x2)), f))
 
 
 class FaceLatent(nn.Module):

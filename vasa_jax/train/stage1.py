@@ -143,23 +143,22 @@ class Stage1:
       m = mask[:, None]
       pose_recon = jnp.where(m, lab["drv_pose"], pose_recon)
       pose_cross = jnp.where(m, lab["other_pose"], pose_cross)
-      dyn_recon = jnp.concatenate([jnp.where(m, lab["drv_dyn"], dyn_recon[:, :n]), dyn_recon[:, n:]], -1)
-      dyn_cross = jnp.concatenate([jnp.where(m, lab["other_dyn"], dyn_cross[:, :n]), dyn_cross[:, n:]], -1)
+      dyn_recon = _select_dims(m, lab["drv_dyn"], dyn_recon, labelled=True)
+      dyn_cross = _select_dims(m, lab["other_dyn"], dyn_cross, labelled=True)
     if keep_free is not None:
       # Where keep_free_B is set, the drivers' free (unlabelled) z_dyn dims are replaced by the
       # source's: the decoder learns to render motion from the labelled dims alone, the way
       # label-space stage-2 motion is decoded (`label_motion.to_latents`).
       keep = keep_free[:, None]
-      dyn_recon = jnp.concatenate([dyn_recon[:, :n], jnp.where(keep, a_s["z_dyn"][:, n:], dyn_recon[:, n:])], -1)
-      dyn_cross = jnp.concatenate([dyn_cross[:, :n], jnp.where(keep, a_s["z_dyn"][:, n:], dyn_cross[:, n:])], -1)
+      dyn_recon = _select_dims(keep, a_s["z_dyn"][:, n:], dyn_recon, labelled=False)
+      dyn_cross = _select_dims(keep, a_s["z_dyn"][:, n:], dyn_cross, labelled=False)
     app_s = a_s
     if teacher is not None and "z_pose" in self.face.app_keys:
       # The 2D skip is placed by the source's pose: in label-driven decodes that is the source's
       # true pose too, so source and target poses agree while the pose encoder is still learning.
       app_s = dict(a_s, z_pose=jnp.where(teacher[0][:, None], teacher[1]["src_pose"], a_s["z_pose"]))
       if "src_dyn" in self.face.app_keys:
-        src_dyn = jnp.where(teacher[0][:, None], teacher[1]["src_dyn"], a_s["src_dyn"][:, :n])
-        app_s["src_dyn"] = jnp.concatenate([src_dyn, a_s["src_dyn"][:, n:]], -1)
+        app_s["src_dyn"] = _select_dims(teacher[0][:, None], teacher[1]["src_dyn"], a_s["src_dyn"], labelled=True)
     jobs = [("recon", app_s, pose_recon, dyn_recon)]
     if self.cross_used:
       jobs += [("cross", app_s, pose_cross, dyn_cross)]
@@ -299,6 +298,15 @@ class Stage1:
     cols = [src, drv, recon, other, pose_swap, cross]
     rows = jnp.concatenate(cols, axis=2)           # [B, H, 6W, 3]
     return rows.reshape(-1, rows.shape[2], 3)      # [B*H, 6W, 3]
+
+
+def _select_dims(mask_Bx1, new, z_dyn_BxZ, *, labelled: bool):
+  """z_dyn with its labelled dims (`DYN_LABELS`, the first ones) or its free dims (the rest) taken
+  from `new` where `mask_Bx1` is set; the other part is kept."""
+  n = len(DYN_LABELS)
+  if labelled:
+    return jnp.concatenate([jnp.where(mask_Bx1, new, z_dyn_BxZ[:, :n]), z_dyn_BxZ[:, n:]], -1)
+  return jnp.concatenate([z_dyn_BxZ[:, :n], jnp.where(mask_Bx1, new, z_dyn_BxZ[:, n:])], -1)
 
 
 def gen_lr(t: ml_collections.ConfigDict):
