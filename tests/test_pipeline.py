@@ -101,6 +101,30 @@ def test_stage1_batch_contents(corpus_dir):
   assert batch["n_corrupt_B"].sum() == 0
 
 
+def test_rare_drivers_are_the_frames_farthest_from_the_clip_median(corpus_dir):
+  source = records.open_corpus(corpus_dir).source("train")
+  batches = list(itertools.islice(iter(stage1(corpus_dir, batch_size=4, rare_share=1.0,
+                                                rare_labels=("yaw", "absent"))), 6))
+  seen = 0
+  for batch in batches:
+    for b in range(4):
+      clip = records.decode_clip(source[int(batch["src_clip_B"][b])], [])
+      yaw = clip["labels"]["yaw"]
+      dev = np.abs(yaw - np.median(yaw))
+      k = max(1, round(0.1 * len(yaw)))
+      i, j = batch["src_frame_B"][b], batch["drv_frame_B"][b]
+      assert i != j
+      assert dev[j] >= np.sort(dev)[-k]  # Among the clip's k most unusual frames.
+      assert batch["drv_labels"]["yaw"][b] == yaw[j]
+      seen += 1
+  assert seen == 24
+  # Off (the default), the draws are the uniform ones, unchanged.
+  plain = next(iter(stage1(corpus_dir, batch_size=4)))
+  off = next(iter(stage1(corpus_dir, batch_size=4, rare_share=0.0, rare_labels=("yaw",))))
+  for key in STAGE1_KEYS:
+    np.testing.assert_array_equal(plain[key], off[key])
+
+
 @pytest.mark.parametrize("from_labels", [False, True])
 def test_stage2_windows_are_aligned(corpus_dir, from_labels):
   k, w = 4, 6

@@ -130,3 +130,56 @@ def test_free_dyn_dims_come_from_the_portrait_when_the_decoder_was_trained_so():
     outs[flag] = [np.asarray(face.decode_motion(params, app, m)) for m in (motion, other_free)]
   np.testing.assert_array_equal(outs[True][0], outs[True][1])      # The driver's free dims are not read.
   assert np.abs(outs[False][0] - outs[False][1]).mean() > 1e-4       # Without the flag they are.
+
+
+@pytest.mark.slow
+def test_motion_encoder_phase_refits_only_the_encoders_from_another_run(corpus, tmp_path):
+  parser = train_main.parser()
+  base_dir, enc_dir = str(tmp_path / "base"), str(tmp_path / "enc")
+  assert cli.run(train_main.main, parser, ["--config", "tiny", "--data", corpus, "--workdir", base_dir,
+                                           "--steps", "1"]) == 0
+  _, base, _ = checkpoint.load_ema(base_dir)
+  enc = ["--config", "tiny", "--data", corpus, "--workdir", enc_dir, f"--config.train.init_from={base_dir}",
+         "--config.train.trainable=motion_encoders", "--config.train.steps=2", "--config.train.lr_gen=1e-3"]
+  # Misuse is a one-line error, before anything is written.
+  assert cli.run(train_main.main, parser, enc[:6] + ["--config.train.trainable=motion_encoders"]) == 2
+  assert cli.run(train_main.main, parser, enc[:6] + ["--config.train.trainable=encoders"]) == 2
+  assert cli.run(train_main.main, parser, enc + ["--config.face.z_dyn=24"]) == 2
+  assert not os.path.exists(os.path.join(enc_dir, "checkpoints"))
+  assert cli.run(train_main.main, parser, enc) == 0
+  _, state, step = checkpoint.load_run(enc_dir)
+  assert step == 2
+  for name, before in base["params"].items():
+    after = state["params"]["gen"]["params"][name]
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    # The pose and dynamics encoders learn; every other part of the generator is the base run's.
+    assert same == (name not in ("pose", "dynamics")), name
+  # The anchor is the base run's dynamics encoder, frozen.
+  for a, b in zip(jax.tree.leaves(state["params"]["anchor"]), jax.tree.leaves(base["params"]["dynamics"])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_encoder_loss_terms_are_standardised_errors_and_the_anchor_starts_at_zero():
+  from vasa_jax.label_motion import DYN_LABELS
+  from vasa_jax.train import stage1
+  cfg = config.load("tiny", (("train.trainable", "motion_encoders"),))
+  std = {"pose": np.full(6, 0.5, np.float32), "dyn": np.full(len(DYN_LABELS), 0.25, np.float32)}
+  task = stage1.Stage1(cfg, 4, label_std=std)
+  state = task.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {w: rng.random((2, 64, 64, 3)).astype(np.float32) for w in ("src", "drv", "other")}
+  for w in ("src", "drv", "other"):
+    batch[f"{w}_pose"] = rng.normal(size=(2, 6)).astype(np.float32) * 0.1
+    batch[f"{w}_dyn"] = rng.random((2, len(DYN_LABELS))).astype(np.float32)
+  total, terms = task.encoder_loss(state.params["gen"], state.params["anchor"], batch)
+  imgs = np.concatenate([batch["src"], batch["drv"], batch["other"]])
+  m = task.face.encode_motion(state.params["gen"], imgs)
+  pose = np.concatenate([batch[f"{w}_pose"] for w in ("src", "drv", "other")])
+  dyn = np.concatenate([batch[f"{w}_dyn"] for w in ("src", "drv", "other")])
+  np.testing.assert_allclose(terms["pose_sup"], np.mean(((np.asarray(m["z_pose"]) - pose) / 0.5) ** 2), rtol=1e-5)
+  n = len(DYN_LABELS)
+  np.testing.assert_allclose(terms["dyn_sup"], np.mean(((np.asarray(m["z_dyn"])[:, :n] - dyn) / 0.25) ** 2),
+                             rtol=1e-5)
+  assert float(terms["free_anchor"]) == 0.0
+  c = cfg.loss
+  np.testing.assert_allclose(total, c.pose_sup * terms["pose_sup"] + c.dyn_sup * terms["dyn_sup"], rtol=1e-6)

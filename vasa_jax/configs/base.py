@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.context = 10      # K: previous frames carried into the next window.
   c.data.split = "train"
   c.data.workers = 0       # grain worker processes (0: read in the main process)
+  c.data.rare_driver = 0.0  # lever: share of stage-1 drivers drawn among a clip's rarest expressions (blinks...)
 
   # Stage 1: the face latent space (models/face_latent.py).
   c.face = ml_collections.ConfigDict()
@@ -82,6 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.pose_sup = 0.5         # only where the data has pose labels
   c.loss.pose_sup_all = False   # lever: pose_sup also ties translation and -log distance (else the angles only)
   c.loss.dyn_sup_squared = False  # lever: dyn_sup as squared error (L1 learns the median: no blinks)
+  c.loss.free_anchor = 1.0      # motion_encoders phase: free z_dyn dims held at the frozen copy's
   c.loss.dyn_sup = 0.0          # lever: first dims of z_dyn follow expression labels (label_motion.DYN_LABELS)
   c.loss.dyn_free_from_src = 0.0  # lever: share of recons whose free z_dyn dims come from the source
   c.loss.teacher_labels = 0.0   # lever: share of recon/cross decodes driven by the true labels
@@ -92,6 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 4          # global, split over all devices
   c.train.steps = 5000
   c.train.lr_gen = 2e-4
+  c.train.init_from = ""          # a new run starts from this run folder's generator (EMA) weights, fresh optimisers
+  c.train.trainable = "all"       # "motion_encoders": re-fit only the pose/dynamics encoders to labels (stage1.py)
   c.train.lr_final = 1.0          # < 1: the generator's lr decays (cosine) to this share of lr_gen at `steps`
   c.train.lr_disc = 2e-4
   c.train.lr_idnet = 1e-3

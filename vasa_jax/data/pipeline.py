@@ -88,9 +88,11 @@ class _Stage1Example:
   """(index, clip) -> source/driver frames of clip + a cross-identity frame."""
 
   def __init__(self, source, index: records.ClipIndex, *, split: str,
-               seed: int, max_retries: int):
+               seed: int, max_retries: int, rare_share: float = 0.0,
+               rare_labels: Sequence[str] = (), rare_top: float = 0.1):
     self.source, self.split = source, split
     self.seed, self.max_retries = seed, max_retries
+    self.rare_share, self.rare_labels, self.rare_top = rare_share, tuple(rare_labels), rare_top
     self.identity = index.identity.astype(np.int64)
     self.num_frames = index.num_frames.astype(np.int64)
     # Clips sorted by identity; each clip knows its identity's block, so a
@@ -109,14 +111,39 @@ class _Stage1Example:
       r += int(self.block_count[clip])
     return int(self.by_identity[r])
 
+  def _rare_frame(self, clip: int, rng: np.random.Generator) -> int | None:
+    """A driver frame where one expression label (drawn at random from `rare_labels`) is far
+    from the clip's median: among the `rare_top` share of frames farthest from it."""
+    header = _read(self.source, clip, [])
+    if header is None:
+      return None
+    names = [n for n in self.rare_labels if n in header["labels"]]
+    if not names:
+      return None
+    x = np.asarray(header["labels"][names[int(rng.integers(len(names)))]], np.float64)
+    dev = np.abs(x - np.median(x))
+    k = max(1, int(round(self.rare_top * len(x))))
+    far = np.argsort(-dev, kind="stable")[:k]
+    return int(far[int(rng.integers(k))])
+
+  def _pair(self, clip: int, rng: np.random.Generator) -> tuple[int, int]:
+    num_frames = int(self.num_frames[clip])
+    if num_frames < 2:
+      return 0, 0
+    if self.rare_share and rng.random() < self.rare_share:
+      j = self._rare_frame(clip, rng)
+      if j is not None and j < num_frames:
+        i = int(rng.integers(num_frames - 1))
+        return (i + 1 if i >= j else i), j
+    i, j = rng.choice(num_frames, 2, replace=False)
+    return int(i), int(j)
+
   def __call__(self, example_index: int, clip: int) -> dict[str, Any]:
     rng = _example_rng(self.seed, _STAGE1_TAG, example_index)
     n_corrupt = 0
     clip = int(clip)
     for _ in range(self.max_retries):
-      num_frames = int(self.num_frames[clip])
-      i, j = (rng.choice(num_frames, 2, replace=False) if num_frames > 1
-              else (0, 0))
+      i, j = self._pair(clip, rng)
       pair = _read(self.source, clip, [i, j])
       if pair is not None:
         break
@@ -294,11 +321,15 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
                    process_index: int | None = None,
                    process_count: int | None = None, num_workers: int = 0,
                    read_threads: int = 4, read_buffer: int | None = None,
-                   max_retries: int = 16, source=None) -> grain.IterDataset:
+                   max_retries: int = 16, source=None, rare_share: float = 0.0,
+                   rare_labels: Sequence[str] = ()) -> grain.IterDataset:
   """Stage-1 batches of same-clip frame pairs + cross-identity frames.
 
   One epoch draws every clip once as the source clip. num_epochs=None repeats
-  forever. process_index/count default to jax's. `source` overrides the
+  forever. With `rare_share` > 0, that share of drivers is a rare frame: for one of
+  `rare_labels` (drawn at random), one of the 10% of the clip's frames farthest from its
+  median (a blink, a wide-open mouth, a glance aside), which uniform draws see seldom
+  (eyes are shut in ~5% of frames). process_index/count default to jax's. `source` overrides the
   split's ArrayRecord source (same records, e.g. cached in memory).
   Checkpoint `iter(ds)` with grain.checkpoint.CheckpointSave.
   """
@@ -314,7 +345,8 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
                     "needs at least 2 for cross-identity pairs")
   transform = _Stage1Example(
       source if source is not None else corpus.source(split), index,
-      split=split, seed=seed, max_retries=max_retries)
+      split=split, seed=seed, max_retries=max_retries, rare_share=rare_share,
+      rare_labels=rare_labels)
   return _assemble(len(index), transform, seed=seed, num_epochs=num_epochs,
                    batch_size=batch_size, process_index=process_index,
                    process_count=process_count, num_workers=num_workers,

@@ -11,6 +11,7 @@ import jax
 from vasa_jax import cli
 from vasa_jax.data import pipeline, records, synthetic
 from vasa_jax.errors import UserError
+from vasa_jax.label_motion import DYN_LABELS
 from vasa_jax.train import extract_motion, loop, stage1, stage2
 
 
@@ -26,10 +27,22 @@ def build_stage1(cfg, corpus_dir: str):
   if len(identities) > cfg.idnet.num_classes:
     raise UserError(f"corpus split {cfg.data.split!r} has {len(identities)} identities but "
                     f"idnet.num_classes is {cfg.idnet.num_classes}; raise --config.idnet.num_classes")
-  task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of={int(i): n for n, i in enumerate(identities)})
+  label_std = None
+  if cfg.train.trainable == "motion_encoders":
+    if not cfg.train.init_from:
+      raise UserError("train.trainable='motion_encoders' re-fits a trained run's encoders: give "
+                      "--config.train.init_from=RUN (a teacher-label stage-1 run folder)")
+    label_std = stage1.label_spreads(corpus, cfg.data.split)
+  elif cfg.train.trainable != "all":
+    raise UserError(f"train.trainable must be 'all' or 'motion_encoders', got {cfg.train.trainable!r}")
+  if not 0.0 <= cfg.data.rare_driver <= 1.0:
+    raise UserError(f"data.rare_driver is a share of drivers, in [0, 1]; got {cfg.data.rare_driver}")
+  task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of={int(i): n for n, i in enumerate(identities)},
+                       label_std=label_std)
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
-                                    num_workers=cfg.data.workers)
+                                    num_workers=cfg.data.workers, rare_share=cfg.data.rare_driver,
+                                    rare_labels=DYN_LABELS)
   return task, dataset
 
 

@@ -122,12 +122,18 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
 
   # Born sharded: shapes first, then init (or restore) directly into its shardings.
   abstract, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
+  base = None
+  if t.get("init_from") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.
   checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
   data_iter = iter(dataset)
   start = checkpointer.latest_step()
   if start is not None:
     state = checkpointer.restore(start, abstract, data_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, start)
+  elif base is not None:
+    state = jax.jit(task.warm_start, out_shardings=state_shardings)(base, rng)
+    start = 0
   else:
     state = jax.jit(task.init, out_shardings=state_shardings)(rng)
     start = 0
@@ -203,6 +209,21 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
     scalars.close()
     checkpointer.close()
   return state
+
+
+def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
+  """Another run's generator weights (its EMA, what sampling uses), checked against this task's;
+  the new run starts from them at step 0 (`task.warm_start`)."""
+  if not hasattr(task, "warm_start"):
+    raise UserError("train.init_from is for stage 1 only")
+  _, base, base_step = ckpt_lib.load_ema(run_dir)
+  fresh = jax.eval_shape(task.init, rng).params["gen"]
+  shape = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)  # noqa: E731
+  if jax.tree.structure(base) != jax.tree.structure(fresh) or shape(base) != shape(fresh):
+    raise UserError(f"train.init_from {run_dir!r}: its generator does not match this config's "
+                    "face model (give the run's own config, with only train/loss/data keys changed)")
+  log.warning("starting from %s (step %d) with fresh optimisers", run_dir, base_step)
+  return base
 
 
 def _write_preview(workdir: str, step: int, grid) -> None:

@@ -27,6 +27,14 @@ of another identity (`other`). Losses (weights in `config.loss`):
                clips carry exact labels; real clips get landmark-derived pseudo-labels of the
                same names. Without labels the term is absent and the recipe is VASA's own.
 The identity network is trained in the same step with CosFace on real frames.
+
+`train.trainable = "motion_encoders"` is a second phase for a run whose decodes were all driven by
+the true labels (`teacher_labels = 1`): there the decoder never saw what the encoders read, so the
+pose and dynamics encoders can be re-fitted to the labels on their own, far more cheaply than a full
+step (no decode), with squared error on standardised labels (`label_std`: blinks are rare, and an
+absolute error learns to read none) and the free z_dyn dims held where they were (`free_anchor`, a
+frozen copy of the dynamics encoder kept in the state), since the decoder reads the source's free
+dims. Everything else stays frozen. Start it from the first phase with `train.init_from`.
 """
 
 import functools
@@ -41,6 +49,7 @@ import numpy as np
 import optax
 
 from vasa_jax import label_motion
+from vasa_jax.data import records
 from vasa_jax.face_model import FaceModel
 from vasa_jax.label_motion import DYN_LABELS, POSE_LABELS
 from vasa_jax.models import discriminator as disc_lib
@@ -61,9 +70,18 @@ class State:
 class Stage1:
   """Holds the modules and optimisers; its methods are pure functions of their arguments."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int, class_of: dict[int, int] | None = None):
-    """`class_of`: corpus identity -> identity-net class (the train split's identities, in order)."""
+  def __init__(self, cfg: ml_collections.ConfigDict, num_classes: int, class_of: dict[int, int] | None = None,
+               label_std: dict[str, np.ndarray] | None = None):
+    """`class_of`: corpus identity -> identity-net class (the train split's identities, in order).
+    `label_std`: {"pose": [6], "dyn": [len(DYN_LABELS)]} spreads of the training labels, which
+    standardise the errors of the `motion_encoders` phase."""
     self.cfg = cfg
+    self.encoders_only = cfg.train.trainable == "motion_encoders"
+    if cfg.train.trainable not in ("all", "motion_encoders"):
+      raise ValueError(f"train.trainable must be 'all' or 'motion_encoders', got {cfg.train.trainable!r}")
+    if self.encoders_only and label_std is None:
+      raise ValueError("train.trainable='motion_encoders' needs the labels' spreads (label_std)")
+    self.label_std = None if label_std is None else {k: np.asarray(v, np.float32) for k, v in label_std.items()}
     self.class_of = class_of or {}
     self.face = FaceModel(cfg.face)  # The generator: stage 1's one entry point, as inference uses it.
     self.disc = disc_lib.MultiScaleDiscriminator(cfg.disc.widths, cfg.disc.scales)
@@ -93,6 +111,16 @@ class Stage1:
         "idnet": self.idnet.init(k_id, img),
     }
     params["id_classes"] = jax.random.normal(k_cls, (self.cfg.idnet.embed_dim, self.num_classes)) * 0.05
+    return self._state(params)
+
+  def warm_start(self, gen_params, rng) -> State:
+    """A new run (step 0, fresh optimisers) from another run's generator weights (`train.init_from`)."""
+    state = self.init(rng)
+    return self._state(dict(state.params, gen=gen_params))
+
+  def _state(self, params) -> State:
+    if self.encoders_only:
+      params = dict(params, anchor=params["gen"]["params"]["dynamics"])
     opt = {
         "gen": self.tx["gen"].init(params["gen"]),
         "disc": self.tx["disc"].init(params["disc"]),
@@ -227,6 +255,40 @@ class Stage1:
     total = sum(getattr(c, k) * v for k, v in terms.items())
     return total, (terms, out)
 
+  def encoder_loss(self, gen_params, anchor, batch):
+    """The `motion_encoders` phase: pose and labelled z_dyn dims read from all three frames of each
+    example, squared error on standardised labels; the free z_dyn dims stay at the frozen copy's."""
+    imgs = jnp.concatenate([batch["src"], batch["drv"], batch["other"]])
+    m = self.encode_motion(gen_params, imgs)
+    n = len(DYN_LABELS)
+    terms = {}
+    pose = jnp.concatenate([batch[f"{w}_pose"] for w in ("src", "drv", "other")])
+    k = pose.shape[-1]
+    terms["pose_sup"] = jnp.mean(((m["z_pose"][:, :k] - pose) / self.label_std["pose"][:k]) ** 2)
+    dyn = jnp.concatenate([batch[f"{w}_dyn"] for w in ("src", "drv", "other")])
+    terms["dyn_sup"] = jnp.mean(((m["z_dyn"][:, :n] - dyn) / self.label_std["dyn"]) ** 2)
+    frozen = self.face.net.apply({"params": {"dynamics": anchor}}, imgs, method=lambda net, x: net.dynamics(x))
+    terms["free_anchor"] = jnp.mean((m["z_dyn"][:, n:] - jax.lax.stop_gradient(frozen[:, n:])) ** 2)
+    c = self.cfg.loss
+    total = c.pose_sup * terms["pose_sup"] + c.dyn_sup * terms["dyn_sup"] + c.free_anchor * terms["free_anchor"]
+    return total, terms
+
+  def _encoder_step(self, state: State, batch: dict) -> tuple[State, dict]:
+    p = state.params
+    (total, terms), grads = jax.value_and_grad(self.encoder_loss, has_aux=True)(p["gen"], p["anchor"], batch)
+    # Only the pose and dynamics encoders learn; every other weight keeps its value.
+    trained = ("pose", "dynamics")
+    grads = {"params": {k: (g if k in trained else jax.tree.map(jnp.zeros_like, g))
+                        for k, g in grads["params"].items()}}
+    finite = jnp.isfinite(total)
+    updates, opt = self.tx["gen"].update(grads, state.opt["gen"], p["gen"])
+    gen = state_lib.keep_if_finite(finite, optax.apply_updates(p["gen"], updates), p["gen"])
+    opt = state_lib.keep_if_finite(finite, opt, state.opt["gen"])
+    ema = state_lib.ema_update(state.ema, gen, state.step, self.cfg.train.ema_decay)
+    ema = state_lib.keep_if_finite(finite, ema, state.ema)
+    metrics = {"loss/gen": total, "finite": finite.astype(jnp.float32), **{f"terms/{k}": v for k, v in terms.items()}}
+    return State(step=state.step + 1, params=dict(p, gen=gen), opt=dict(state.opt, gen=opt), ema=ema), metrics
+
   def disc_loss(self, disc_params, real, fake):
     b = real.shape[0]
     outs = self.disc.apply(disc_params, jnp.concatenate([real, fake]))
@@ -247,6 +309,8 @@ class Stage1:
   def train_step(self, state: State, batch: dict, rng) -> tuple[State, dict]:
     """One simultaneous update of generator, discriminator and identity net."""
     batch = prepare_batch(batch)
+    if self.encoders_only:
+      return self._encoder_step(state, batch)
     p = state.params
     gan_on = (state.step >= self.cfg.train.gan_start).astype(jnp.float32)
     (g_total, (terms, out)), g_grads = jax.value_and_grad(self.gen_loss, has_aux=True)(
@@ -307,6 +371,22 @@ def _select_dims(mask_Bx1, new, z_dyn_BxZ, *, labelled: bool):
   if labelled:
     return jnp.concatenate([jnp.where(mask_Bx1, new, z_dyn_BxZ[:, :n]), z_dyn_BxZ[:, n:]], -1)
   return jnp.concatenate([z_dyn_BxZ[:, :n], jnp.where(mask_Bx1, new, z_dyn_BxZ[:, n:])], -1)
+
+
+def label_spreads(corpus, split: str, max_clips: int = 200) -> dict[str, np.ndarray]:
+  """Per-dimension spreads of the pose and expression targets over (up to `max_clips` of) a split:
+  {"pose": [6], "dyn": [len(DYN_LABELS)]}; what the `motion_encoders` phase divides errors by."""
+  source = corpus.source(split)
+  pose, dyn = [], []
+  for i in range(min(len(source), max_clips)):
+    labels = records.decode_clip(source[i], frame_indices=[])["labels"]
+    if not all(k in labels for k in (*POSE_LABELS, *DYN_LABELS)):
+      raise ValueError(f"split {split!r} lacks pose or expression labels: the motion_encoders phase needs "
+                       f"{', '.join((*POSE_LABELS, *DYN_LABELS))}")
+    pose.append(label_motion.pose_target(labels))
+    dyn.append(label_motion.dyn_target(labels))
+  return {"pose": np.maximum(np.concatenate(pose).std(0), 1e-3),
+          "dyn": np.maximum(np.concatenate(dyn).std(0), 1e-3)}
 
 
 def gen_lr(t: ml_collections.ConfigDict):
