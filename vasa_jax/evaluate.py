@@ -20,6 +20,7 @@ Stage 1 (`--stage 1`), over identities never seen in training:
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
@@ -28,17 +29,34 @@ from vasa_jax import readout as readout_lib
 from vasa_jax.data import records, synthetic
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import POSE_DIM, FaceModel, join_motion
+from vasa_jax.label_motion import DYN_LABELS, POSE_LABELS
 from vasa_jax.motion import Controls, MotionModel
 from vasa_jax.train import checkpoint, stage1
 
 ANGLES = ("yaw", "pitch", "roll")
 
 
+def _with_labels(z_pose, z_dyn, pose_lab, dyn_lab):
+  """Latents with the pose and the labelled z_dyn dims replaced by true labels (the rest kept)."""
+  n = dyn_lab.shape[-1]
+  return pose_lab, jnp.concatenate([dyn_lab, z_dyn[:, n:]], -1)
+
+
 def _metrics_fn(face: FaceModel):
   @jax.jit
-  def reenact(params, src_1xHxWx3, drv_BxHxWx3, gt_BxHxWx3):
+  def reenact(params, src_1xHxWx3, drv_BxHxWx3, gt_BxHxWx3, labels=None):
+    """`labels`: (src pose [1, 6], src dyn [1, L], drv pose [B, 6], drv dyn [B, L]) decode the true
+    labels instead of what the encoders read, as teacher-label training does: the decoder's ceiling."""
     app = face.encode(params, src_1xHxWx3)
     motion = face.encode_motion(params, drv_BxHxWx3)
+    if labels is not None:
+      src_pose, src_dyn, drv_pose, drv_dyn = labels
+      motion = dict(zip(("z_pose", "z_dyn"), _with_labels(motion["z_pose"], motion["z_dyn"], drv_pose, drv_dyn)))
+      app = dict(app)
+      if "z_pose" in face.app_keys:
+        app["z_pose"] = src_pose
+      if "src_dyn" in face.app_keys:
+        app["src_dyn"] = _with_labels(src_pose, app["src_dyn"], src_pose, src_dyn)[1]
     out = face.decode_motion(params, app, join_motion(motion))
     psnr = jax.vmap(stage1.psnr)(out, gt_BxHxWx3)
     ssim = jax.vmap(lambda a, b_: stage1.ssim(a[None], b_[None]))(out, gt_BxHxWx3)
@@ -76,13 +94,15 @@ def load_face(workdir: str | None = None, bundle_dir: str | None = None):
 
 def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | None = None,
                     readout_dir: str | None = None, max_clips: int | None = None, frame_stride: int = 4,
-                    batch: int = 16) -> dict:
+                    batch: int = 16, motion_from: str = "encoders") -> dict:
   """Runs the stage-1 benchmark on a run folder or a bundle; returns a dict of metric -> value.
 
   With a read-out network (`readout_dir`), mouth opening and blink are read from the
   output pixels and correlated with the driver's true labels, over all evaluated frames.
   Region PSNRs use masks rendered by the synthetic corpus (`synthetic.region_masks`).
   """
+  if motion_from not in ("encoders", "labels"):
+    raise UserError(f"--motion-from must be 'encoders' or 'labels', got {motion_from!r}")
   cfg, params, step = load_face(workdir, bundle_dir)
   corpus = records.open_corpus(data_dir)
   for split in ("benchmark", "benchmark_cross"):
@@ -104,11 +124,22 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
                                             "blink_true")}
   px: dict[str, list] = {k: [] for k in reads}
 
-  def run(src, drv, gt, true_angles, prefix):
+  def label_targets(labels, idx):
+    """(pose [T, 6], dyn [T, L]) targets of a clip's frames `idx`, for --motion-from labels."""
+    missing = [k for k in (*POSE_LABELS, *DYN_LABELS) if k not in labels]
+    if missing:
+      raise UserError(f"--motion-from labels needs the corpus' labels; it lacks {', '.join(missing)}")
+    sub = {k: np.asarray(labels[k])[idx] for k in (*POSE_LABELS, *DYN_LABELS)}
+    return label_motion.pose_target(sub), label_motion.dyn_target(sub)
+
+  def run(src, drv, gt, true_angles, prefix, src_lab=None, drv_lab=None):
     outs = []
     for start in range(0, len(drv), batch):
       sl = slice(start, start + batch)
-      out, psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl])
+      lab = None
+      if motion_from == "labels":
+        lab = (src_lab[0][None], src_lab[1][None], drv_lab[0][sl], drv_lab[1][sl])
+      out, psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl], lab)
       outs.append(np.asarray(out))
       acc[f"{prefix}_psnr"].extend(np.asarray(psnr).tolist())
       acc[f"{prefix}_ssim"].extend(np.asarray(ssim).tolist())
@@ -120,12 +151,16 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
   for i in range(n):
     clip = records.decode_clip(bench[i])
     frames = clip["frames"].astype(np.float32) / 255.0
-    by_id.setdefault(clip["identity"], frames[0])
     idx = np.arange(frame_stride, len(frames), frame_stride)
+    src_lab = drv_lab = None
+    if motion_from == "labels":
+      src_lab = tuple(x[0] for x in label_targets(clip["labels"], [0]))
+      drv_lab = label_targets(clip["labels"], idx)
+    by_id.setdefault(clip["identity"], (frames[0], src_lab))
     angles = None
     if all(a in clip["labels"] for a in ANGLES):
       angles = np.stack([clip["labels"][a] for a in ANGLES], -1)[idx]
-    out = run(frames[0], frames[idx], frames[idx], angles, "self")
+    out = run(frames[0], frames[idx], frames[idx], angles, "self", src_lab, drv_lab)
     labels = {k: v[idx] for k, v in clip["labels"].items()}
     if clip.get("source") == "synthetic":
       extremes = synthetic.feature_extremes(clip["identity"], labels, frames.shape[1])
@@ -153,15 +188,16 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
   for i in range(m):
     clip = records.decode_clip(cross[i])
     motion_clip = records.decode_clip(bench[bench_by_clip[str(clip["attrs"]["motion_source"])]])
-    src = by_id.get(clip["identity"])
-    if src is None:  # The identity's own clip was not among the evaluated ones.
+    if clip["identity"] not in by_id:  # The identity's own clip was not among the evaluated ones.
       continue
+    src, src_lab = by_id[clip["identity"]]
     idx = np.arange(frame_stride, len(clip["frames"]), frame_stride)
     gt = clip["frames"].astype(np.float32)[idx] / 255.0
     drv = motion_clip["frames"].astype(np.float32)[idx] / 255.0
-    run(src, drv, gt, None, "cross")
+    drv_lab = label_targets(motion_clip["labels"], idx) if motion_from == "labels" else None
+    run(src, drv, gt, None, "cross", src_lab, drv_lab)
 
-  out = {"step": step, "clips": n, "cross_clips": m}
+  out = {"step": step, "clips": n, "cross_clips": m, "motion_from": motion_from}
   for k, v in acc.items():
     v = [x for x in v if np.isfinite(x)]
     if v:
@@ -188,7 +224,9 @@ def format_stage1(res: dict) -> str:
       ("cross-identity vs ground truth", f"{res.get('cross_psnr', nan):.2f}", f"{res.get('cross_ssim', nan):.4f}"),
   ]
   what = f"at step {res['step']}" if isinstance(res["step"], int) else f"of {res['step']}"
-  lines = [f"stage 1 {what}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips",
+  driven = (" driven by the true labels (the decoder's ceiling)" if res.get("motion_from") == "labels"
+            else "")
+  lines = [f"stage 1 {what}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips{driven}",
            f"{'':40s} {'PSNR dB':>8s} {'SSIM':>7s}"]
   lines += [f"{a:40s} {b:>8s} {c:>7s}" for a, b, c in rows]
   if "pose_err_out" in res:
@@ -498,7 +536,7 @@ def main(args) -> int:
     raise UserError("give exactly one of --workdir (a training run) or --checkpoint (a bundle)")
   if args.stage == 1:
     res = evaluate_stage1(args.workdir, args.data, bundle_dir=args.checkpoint, readout_dir=args.readout,
-                          max_clips=args.max_clips, frame_stride=args.frame_stride)
+                          max_clips=args.max_clips, frame_stride=args.frame_stride, motion_from=args.motion_from)
     print(format_stage1(res))
   elif args.checkpoint:
     if not args.readout:
@@ -534,6 +572,10 @@ def parser():
   p.add_argument("--data", required=True, help="corpus folder with benchmark and benchmark_cross splits")
   p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips per split")
   p.add_argument("--frame-stride", type=int, default=4, help="use every Nth frame as a driver")
+  p.add_argument("--motion-from", choices=("encoders", "labels"), default="encoders",
+                 help="stage 1: drive the decoder with what the pose/dynamics encoders read from the driver "
+                 "(default), or with the driver's true labels (and the source's), as teacher-label training "
+                 "does: the decoder's ceiling, which tells the encoders' share of the error")
   p.add_argument("--steps", type=int, nargs="+", default=[10, 50], help="stage 2: DDIM steps to compare")
   p.add_argument("--cfg-audio", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                  help="stage 2: audio guidance scales to compare")
