@@ -183,3 +183,16 @@ def test_encoder_loss_terms_are_standardised_errors_and_the_anchor_starts_at_zer
   assert float(terms["free_anchor"]) == 0.0
   c = cfg.loss
   np.testing.assert_allclose(total, c.pose_sup * terms["pose_sup"] + c.dyn_sup * terms["dyn_sup"], rtol=1e-6)
+
+
+def test_init_from_takes_a_bundle_and_checks_it_against_the_config():
+  from vasa_jax import bundle
+  from vasa_jax.errors import UserError
+  from vasa_jax.train import loop, stage1
+  demo = bundle.load(bundle.DEMO_BUNDLE)
+  task = stage1.Stage1(demo.face_cfg, 4)
+  base = loop._warm_start_weights(task, bundle.DEMO_BUNDLE, jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(demo.face_params)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(UserError, match="does not match"):
+    loop._warm_start_weights(stage1.Stage1(config.load("tiny"), 4), bundle.DEMO_BUNDLE, jax.random.key(0))

@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 4          # global, split over all devices
   c.train.steps = 5000
   c.train.lr_gen = 2e-4
-  c.train.init_from = ""          # a new run starts from this run folder's generator (EMA) weights, fresh optimisers
+  c.train.init_from = ""          # a new run starts from this run folder's (EMA) or bundle's generator weights, fresh optimisers
   c.train.trainable = "all"       # "motion_encoders": re-fit only the pose/dynamics encoders to labels (stage1.py)
   c.train.lr_final = 1.0          # < 1: the generator's lr decays (cosine) to this share of lr_gen at `steps`
   c.train.lr_disc = 2e-4

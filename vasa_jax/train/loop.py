@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from vasa_jax import bundle as bundle_lib
 from vasa_jax import media
 from vasa_jax.errors import UserError
 from vasa_jax.train import checkpoint as ckpt_lib
@@ -212,17 +213,20 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
 
 
 def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
-  """Another run's generator weights (its EMA, what sampling uses), checked against this task's;
-  the new run starts from them at step 0 (`task.warm_start`)."""
+  """Another run's generator weights (its EMA, what sampling uses) or a bundle's stage-1 weights,
+  checked against this task's; the new run starts from them at step 0 (`task.warm_start`)."""
   if not hasattr(task, "warm_start"):
     raise UserError("train.init_from is for stage 1 only")
-  _, base, base_step = ckpt_lib.load_ema(run_dir)
+  if os.path.isfile(os.path.join(run_dir, bundle_lib.BUNDLE_JSON)):  # an exported bundle's stage 1
+    base, base_step = bundle_lib.load(run_dir).face_params, "bundle"
+  else:
+    _, base, base_step = ckpt_lib.load_ema(run_dir)
   fresh = jax.eval_shape(task.init, rng).params["gen"]
   shape = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)  # noqa: E731
   if jax.tree.structure(base) != jax.tree.structure(fresh) or shape(base) != shape(fresh):
     raise UserError(f"train.init_from {run_dir!r}: its generator does not match this config's "
                     "face model (give the run's own config, with only train/loss/data keys changed)")
-  log.warning("starting from %s (step %d) with fresh optimisers", run_dir, base_step)
+  log.warning("starting from %s (step %s) with fresh optimisers", run_dir, base_step)
   return base
 
 
