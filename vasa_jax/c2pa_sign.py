@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 
-from vasa_jax import media, provenance
+from vasa_jax import interrupt, media, provenance
 from vasa_jax.errors import UserError
 
 AI_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -111,21 +111,22 @@ def sign_c2pa(mp4_path: str, cert_chain_pem_path: str, private_key_pem_path: str
   definition = manifest(os.path.basename(mp4_path), payload_hex=payload_hex, checkpoint_hash=checkpoint_hash)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(mp4_path)}.", suffix=".c2pa-tmp",
                              dir=os.path.dirname(os.path.abspath(mp4_path)))
-  try:
-    info = c2pa.C2paSignerInfo(creds.alg, creds.cert_chain_pem, creds.private_key_pem, tsa_url)
-    with (c2pa.Signer.from_info(info) as signer, c2pa.Builder(definition) as builder,
-          open(mp4_path, "rb") as src, os.fdopen(fd, "w+b") as dst):
-      fd = None
-      builder.sign(signer, "video/mp4", src, dst)
-    shutil.copymode(mp4_path, tmp)  # mkstemp makes the file private; keep the video's own permissions.
-    os.replace(tmp, mp4_path)
-  except BaseException as e:
-    if fd is not None:
-      os.close(fd)
-    os.unlink(tmp)
-    if isinstance(e, c2pa.C2paError):
-      raise UserError(f"C2PA signing of {mp4_path!r} with {cert_chain_pem_path!r} failed: {e}; expected a "
-                      "signing certificate with digitalSignature key usage and an emailProtection or "
-                      "documentSigning extended key usage") from e
-    raise
+  with interrupt.removed_on_interrupt(tmp):
+    try:
+      info = c2pa.C2paSignerInfo(creds.alg, creds.cert_chain_pem, creds.private_key_pem, tsa_url)
+      with (c2pa.Signer.from_info(info) as signer, c2pa.Builder(definition) as builder,
+            open(mp4_path, "rb") as src, os.fdopen(fd, "w+b") as dst):
+        fd = None
+        builder.sign(signer, "video/mp4", src, dst)
+      shutil.copymode(mp4_path, tmp)  # mkstemp makes the file private; keep the video's own permissions.
+      os.replace(tmp, mp4_path)
+    except BaseException as e:
+      if fd is not None:
+        os.close(fd)
+      os.unlink(tmp)
+      if isinstance(e, c2pa.C2paError):
+        raise UserError(f"C2PA signing of {mp4_path!r} with {cert_chain_pem_path!r} failed: {e}; expected a "
+                        "signing certificate with digitalSignature key usage and an emailProtection or "
+                        "documentSigning extended key usage") from e
+      raise
   return mp4_path

@@ -4,14 +4,18 @@
 - `--config PATH` loads a run config and `--config.a.b=VALUE` overrides a key;
 - a failure prints one line, `error: ...`, and exits with status 2 for bad input
   (status 1 for an unexpected internal failure), with no traceback unless
-  `--debug` is given.
+  `--debug` is given;
+- Ctrl-C (or SIGTERM) prints `error: interrupted`, deletes half-written outputs and
+  exits with 130 (143), at once, even while XLA compiles (`interrupt`).
 """
 
 import argparse
+import signal
 import sys
 from typing import Callable, Sequence
 
 from vasa_jax import config as config_lib
+from vasa_jax import interrupt
 from vasa_jax.errors import UserError
 
 EXIT_USAGE = 2
@@ -93,16 +97,17 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: Parser,
   argv = list(sys.argv[1:] if argv is None else argv)
   debug = "--debug" in argv
   try:
-    args = parse(parser, argv)
-    return int(main(args) or 0)
+    with interrupt.handled():
+      args = parse(parser, argv)
+      return int(main(args) or 0)
   except UserError as e:
     if debug:
       raise
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return EXIT_USAGE
-  except KeyboardInterrupt:
-    print("error: interrupted", file=sys.stderr)
-    return 130
+  except KeyboardInterrupt:  # Where `interrupt` is not in force: not the main thread, training's second Ctrl-C.
+    print(interrupt.MESSAGE[signal.SIGINT], file=sys.stderr)
+    return interrupt.EXIT_STATUS[signal.SIGINT]
   except Exception as e:  # Anything else is our bug: still one line, but say how to see more.
     if debug:
       raise

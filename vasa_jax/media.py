@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vasa_jax import cli
+from vasa_jax import cli, interrupt
 from vasa_jax.errors import UserError
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP"}
@@ -244,20 +244,23 @@ _CREATE_MODE = _create_mode()
 
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
-  """Yields a temporary path beside `path`; renames it to `path` only if the block succeeds."""
+  """Yields a temporary path beside `path`; renames it to `path` only if the block succeeds.
+
+  An interrupted command deletes the temporary file too (`interrupt`)."""
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   base, ext = os.path.splitext(os.path.basename(path))
   fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".partial{ext}", dir=folder)
   os.close(fd)
-  try:
-    yield tmp
-    os.chmod(tmp, _CREATE_MODE)  # mkstemp makes 0600; outputs get the usual permissions.
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-    raise
+  with interrupt.removed_on_interrupt(tmp):
+    try:
+      yield tmp
+      os.chmod(tmp, _CREATE_MODE)  # mkstemp makes 0600; outputs get the usual permissions.
+      os.replace(tmp, path)
+    except BaseException:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+      raise
 
 
 class VideoWriter:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from array_record.python import array_record_module
 
+from vasa_jax import interrupt
 from vasa_jax.data import records_format as fmt
 from vasa_jax.errors import UserError
 
@@ -102,6 +103,7 @@ class CorpusWriter:
     self._tmp_dir = os.path.join(self.out_dir,
                                  f".incomplete-{uuid.uuid4().hex[:12]}")
     os.makedirs(self._tmp_dir)
+    interrupt.register(self._tmp_dir)
     return self
 
   def __exit__(self, exc_type, exc, tb):
@@ -161,6 +163,7 @@ class CorpusWriter:
         pass  # Closing a half-written shard may fail; it is deleted anyway.
     if self._tmp_dir is not None:
       shutil.rmtree(self._tmp_dir, ignore_errors=True)
+      interrupt.unregister(self._tmp_dir)
       self._tmp_dir = None
 
   def close(self) -> dict[str, Any]:
@@ -227,6 +230,7 @@ class CorpusWriter:
       json.dump(manifest, f, indent=1)
     os.replace(tmp_manifest, manifest_path)
     os.rmdir(self._tmp_dir)
+    interrupt.unregister(self._tmp_dir)
     self._tmp_dir = None
     return manifest
 

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vasa_jax import bundle, cli
+from vasa_jax import bundle, cli, interrupt
 from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import POSE_DIM
@@ -45,17 +45,18 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   tmp = out_dir.rstrip("/") + ".partial"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
-  ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
-  ckptr.wait_until_finished()
-  digest = bundle.digest([ema1, stage2])
-  meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
-          "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
-          "stage2": {"config": cfg2.to_dict(), "source": source2, "step": step2}}
-  with open(os.path.join(tmp, bundle.BUNDLE_JSON), "w") as f:
-    json.dump(meta, f, indent=1)
-  os.replace(tmp, out_dir)
+  with interrupt.removed_on_interrupt(tmp):
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
+    ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
+    ckptr.wait_until_finished()
+    digest = bundle.digest([ema1, stage2])
+    meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
+            "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
+            "stage2": {"config": cfg2.to_dict(), "source": source2, "step": step2}}
+    with open(os.path.join(tmp, bundle.BUNDLE_JSON), "w") as f:
+      json.dump(meta, f, indent=1)
+    os.replace(tmp, out_dir)
   return digest
 
 
