@@ -179,7 +179,7 @@ def _rebind(module, importers, root):
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   p.add_argument("module", help="source file, e.g. vasa_jax/diffusion.py")
   p.add_argument("tests", nargs="+", help="pytest arguments selecting the tests to run per mutant")
   p.add_argument("--functions", help="comma-separated function names to mutate (default: the whole module)")

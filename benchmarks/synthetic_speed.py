@@ -31,7 +31,7 @@ def bench(resolution: int, frames: int, repeats: int) -> dict:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   p.add_argument("--json", help="write the results here as JSON")
   p.add_argument("--repeats", type=int, default=5, help="timed repeats per resolution (median reported)")
   p.add_argument("--resolutions", type=int, nargs="+", default=[128, 512], help="square frame sizes")

@@ -177,7 +177,7 @@ def decode_ms(name, repeats):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
   ap.add_argument("--resolution", type=int, default=256, help="robustness clips' side")
   ap.add_argument("--frames", type=int, default=25, help="frames per robustness clip (25 = 1 s)")
   ap.add_argument("--clips", type=int, default=3, help="synthetic clips per attack")

@@ -109,3 +109,12 @@ def test_unexpected_failure_is_one_line_exit_1():
     raise ZeroDivisionError("division by zero")
 
   assert cli.run(boom, parser, []) == cli.EXIT_INTERNAL
+
+
+def test_flag_prefixes_are_not_taken_for_flags(capsys):
+  # Without a config (parse_args) and with one (parse_known_args plus --config.KEY overrides).
+  for main, parser, args in [(sample.main, sample.parser(), ["--aud", "speech.wav"]),
+                             (media._main, media._parser(), ["--aud", "speech.wav"])]:
+    assert cli.run(main, parser, args) == cli.EXIT_USAGE
+    assert "unrecognized argument" in capsys.readouterr().err
+  assert not cli.make_parser("t", "test").allow_abbrev

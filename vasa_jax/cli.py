@@ -1,6 +1,6 @@
 """Command-line conventions shared by every `python -m vasa_jax.<command>`.
 
-- `--help` explains every flag;
+- `--help` explains every flag; flags are spelled out (no abbreviations);
 - `--config PATH` loads a run config and `--config.a.b=VALUE` overrides a key;
 - a failure prints one line, `error: ...`, and exits with status 2 for bad input
   (status 1 for an unexpected internal failure), with no traceback unless
@@ -45,9 +45,10 @@ class Parser(argparse.ArgumentParser):
 def make_parser(prog: str, description: str, *, config: bool = False,
                 default_config: str | None = None) -> Parser:
   """A parser with `--debug` and, if `config`, `--config` plus `--config.KEY=VALUE` overrides."""
+  # allow_abbrev=False: a prefix (--aud) is an error, not silently --audio.
   parser = Parser(prog=prog, description=description,
                   epilog=_CONFIG_EPILOG if config else None,
-                  formatter_class=_HelpFormatter)
+                  formatter_class=_HelpFormatter, allow_abbrev=False)
   parser.add_argument("--debug", action="store_true",
                       help="show the full traceback when something fails")
   if config:
