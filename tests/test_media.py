@@ -255,3 +255,24 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path):
     assert str(tmp_path) in message or "fake" in message, (name, message)  # Names the file.
   new = set(os.listdir(tmp_path)) - before - {"fake.png", "fake.wav"}
   assert new == set()
+
+
+# ----------------------------------------------------------------- python -m vasa_jax.media
+
+
+def test_media_command_reports_files_as_they_are_then_whether_they_are_fine(tmp_path, capsys):
+  from vasa_jax import cli
+  stereo = _write_wav(tmp_path / "stereo.wav", np.tile(_tone(3.0, 44100)[:, None], (1, 2)), 44100)
+  image = os.path.join(EXAMPLES, "portrait.jpg")
+  assert cli.run(media._main, media._parser(), ["--image", image, "--audio", stereo]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == f"image {image}: JPEG 256x256, mode RGB"
+  assert out[1] == f"audio {stereo}: pcm_s16le, 44100 Hz, 2 channels (stereo), 3.00 s"   # Not the converted audio.
+  assert out[2].startswith("fine for sampling")
+  assert out[3].startswith("  portrait: 256x256 RGB") and out[4].startswith("  audio: 3.00 s of 16 kHz mono")
+  # A file that is there but unusable: described, then one error line and no "fine".
+  silent = _write_wav(tmp_path / "silent.wav", np.zeros(SR), SR)
+  assert cli.run(media._main, media._parser(), ["--audio", silent]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == f"audio {silent}: pcm_s16le, 16000 Hz, 1 channel (mono), 1.00 s\n"
+  assert captured.err.startswith("error: audio") and "is silent" in captured.err

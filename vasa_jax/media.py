@@ -22,6 +22,7 @@ from vasa_jax.errors import UserError
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP"}
 IMAGE_ACCEPTED = "a PNG, JPEG, WebP or BMP image"
 AUDIO_ACCEPTED = "a wav, flac, mp3, m4a/aac or ogg/opus file, or a video with an audio track"
+VIDEO_ACCEPTED = "an mp4/mov/mkv/webm video"
 MIN_IMAGE_SIDE = 64
 MAX_IMAGE_SIDE = 2048
 SAMPLE_RATE = 16000
@@ -385,7 +386,7 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: int, audio: np.nda
 
 def read_video(path: str, *, sample_rate: int = SAMPLE_RATE, max_frames: int | None = None):
   """Reads an mp4 (or any video) -> (uint8 TxHxWx3 frames, fps, mono float32 audio or None)."""
-  require_file(path, "video", "an mp4/mov/mkv/webm video")
+  require_file(path, "video", VIDEO_ACCEPTED)
   try:
     with av.open(path, metadata_errors="ignore") as container:
       if not container.streams.video:
@@ -427,30 +428,86 @@ def _short(e: BaseException) -> str:
 # --------------------------------------------------------------------------- command
 
 
+def describe_image(path: str) -> str | None:
+  """The image file as it is (format, size, mode), or None if it cannot be opened."""
+  try:
+    with Image.open(path) as im:
+      return f"{im.format} {im.size[0]}x{im.size[1]}, mode {im.mode}"
+  except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+    return None
+
+
+def describe_audio(path: str) -> str | None:
+  """The first audio track as it is (codec, sample rate, channels, duration from the header), or None."""
+  try:
+    with av.open(path, metadata_errors="ignore") as container:
+      if not container.streams.audio:
+        return None
+      stream = container.streams.audio[0]
+      return _audio_track(container, stream)
+  except (av.error.FFmpegError, UnicodeDecodeError):
+    return None
+
+
+def describe_video(path: str) -> str | None:
+  """The video file as it is (codec, size, frame rate, duration, its audio track), or None."""
+  try:
+    with av.open(path, metadata_errors="ignore") as container:
+      if not container.streams.video:
+        return None
+      v = container.streams.video[0]
+      fps = f"{float(v.average_rate):g} fps" if v.average_rate else "unknown frame rate"
+      seconds = _declared_seconds(container, v)
+      length = f"{seconds:.2f} s" if seconds is not None else "duration not in the header"
+      sound = (f"audio {_audio_track(container, container.streams.audio[0])}" if container.streams.audio
+               else "no audio track")
+      return f"{v.codec_context.name} {v.width}x{v.height} at {fps}, {length}; {sound}"
+  except (av.error.FFmpegError, UnicodeDecodeError):
+    return None
+
+
+def _audio_track(container, stream) -> str:
+  channels = {1: "1 channel (mono)", 2: "2 channels (stereo)"}.get(stream.channels, f"{stream.channels} channels")
+  seconds = _declared_seconds(container, stream)
+  length = f"{seconds:.2f} s" if seconds is not None else "duration not in the header"
+  return f"{stream.codec_context.name}, {stream.sample_rate} Hz, {channels}, {length}"
+
+
 def _main(args) -> int:
-  """Validates inputs the way `sample` will and prints what was found."""
+  """Describes each input as it is, then checks it the way `sample` will and says whether it is fine."""
   if not (args.image or args.audio or args.video):
     raise UserError("nothing to check; give --image, --audio and/or --video")
   cfg = args.config.media
+  fine = []
   if args.image:
+    print(f"image {args.image}: {describe_image(require_file(args.image, 'image', IMAGE_ACCEPTED)) or '?'}")
     img = load_image(args.image, min_side=cfg.min_image_side, max_side=cfg.max_image_side)
-    print(f"image {args.image}: {img.shape[1]}x{img.shape[0]} RGB, mean {img.mean():.3f}")
+    side = min(img.shape[:2])
+    fine.append(f"portrait: {img.shape[1]}x{img.shape[0]} RGB; the model sees its central {side}x{side} square")
   if args.audio:
+    print(f"audio {args.audio}: {describe_audio(require_file(args.audio, 'audio', AUDIO_ACCEPTED)) or '?'}")
     audio = load_audio(args.audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds,
                        limit_flag="--config.media.max_audio_seconds")
     rms = float(np.sqrt(np.mean(audio ** 2)))
-    print(f"audio {args.audio}: {audio.size / cfg.sample_rate:.2f} s mono at {cfg.sample_rate} Hz, "
-          f"RMS {20 * np.log10(max(rms, 1e-12)):.1f} dBFS")
+    fine.append(f"audio: {audio.size / cfg.sample_rate:.2f} s of {cfg.sample_rate / 1000:g} kHz mono, "
+                f"RMS {20 * np.log10(max(rms, 1e-12)):.1f} dBFS")
   if args.video:
-    frames, fps, audio = read_video(args.video)
-    sound = f"{audio.size / SAMPLE_RATE:.2f} s of audio" if audio is not None else "no audio"
-    print(f"video {args.video}: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} at {fps:g} fps, {sound}")
+    print(f"video {args.video}: {describe_video(require_file(args.video, 'video', VIDEO_ACCEPTED)) or '?'}")
+    frames, fps, audio = read_video(args.video, sample_rate=cfg.sample_rate)
+    sound = (f"its sound as {audio.size / cfg.sample_rate:.2f} s of {cfg.sample_rate / 1000:g} kHz mono"
+             if audio is not None else "no sound")
+    fine.append(f"driving video: {len(frames)} frames of {frames.shape[2]}x{frames.shape[1]} at {fps:g} fps; "
+                f"{sound}")
+  print("fine for sampling, as python -m vasa_jax.sample will use them:")
+  for line in fine:
+    print(f"  {line}")
   return 0
 
 
 def _parser():
   parser = cli.make_parser("python -m vasa_jax.media",
-                           "Check that a portrait, a speech clip or a video can be used, and describe it.",
+                           "Describe a portrait, a speech clip or a video as it is, then check it the way "
+                           "python -m vasa_jax.sample will and say whether it is fine for sampling.",
                            config=True, default_config="tiny")
   parser.add_argument("--image", help="portrait image (PNG, JPEG, WebP or BMP)")
   parser.add_argument("--audio", help="speech clip (wav, flac, mp3, m4a/aac, ogg/opus, or a video's audio)")
