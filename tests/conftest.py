@@ -1,7 +1,9 @@
-"""Shared test setup: quiet, CPU-only JAX with a compilation cache across tests."""
+"""Shared test setup: quiet, CPU-only JAX with a compilation cache across tests; the tiny bundle."""
 
 import os
 import tempfile
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -14,3 +16,28 @@ _CACHE = os.environ.get("VASA_TEST_COMPILE_CACHE") or os.path.join(tempfile.gett
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+  """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""
+  from vasa_jax import cli
+  from vasa_jax.data import synthetic
+  from vasa_jax.train import __main__ as train_main
+  from vasa_jax.train import export, extract_motion
+
+  root = tmp_path_factory.mktemp("pipeline")
+  clips = str(root / "syn64")
+  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=2,
+                         workers=1, progress=False)
+  run1, run2, motion = str(root / "run1"), str(root / "run2"), str(root / "motion")
+  common = ["--config", "tiny", "--steps", "2"]
+  assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0
+  extract_motion.extract(run1, clips, motion, batch=8, progress=False)
+  assert cli.run(train_main.main, train_main.parser(),
+                 common + ["--stage", "2", "--data", motion, "--workdir", run2,
+                           "--config.motion_train.motion_source=motion"]) == 0
+  out = str(root / "bundle")
+  digest = export.export(run1, run2, out)
+  assert len(digest) == 16
+  return out

@@ -1,4 +1,4 @@
-"""The whole pipeline on the tiny config: both stages, a bundle, the sampler and its CLI."""
+"""The whole pipeline on the tiny config (the tiny_bundle fixture: both stages, a bundle), the sampler and its CLI."""
 
 import os
 
@@ -9,30 +9,8 @@ from PIL import Image
 from vasa_jax import bundle, cli, media, sample, stream, watermark
 from vasa_jax.data import synthetic
 from vasa_jax.motion import Controls
-from vasa_jax.train import export, extract_motion
-from vasa_jax.train import __main__ as train_main
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-  """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""
-  root = tmp_path_factory.mktemp("pipeline")
-  clips = str(root / "syn64")
-  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=2,
-                         workers=1, progress=False)
-  run1, run2, motion = str(root / "run1"), str(root / "run2"), str(root / "motion")
-  common = ["--config", "tiny", "--steps", "2"]
-  assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0
-  extract_motion.extract(run1, clips, motion, batch=8, progress=False)
-  assert cli.run(train_main.main, train_main.parser(),
-                 common + ["--stage", "2", "--data", motion, "--workdir", run2,
-                           "--config.motion_train.motion_source=motion"]) == 0
-  out = str(root / "bundle")
-  digest = export.export(run1, run2, out)
-  assert len(digest) == 16
-  return out
 
 
 def _portrait():
