@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from jax import monitoring
 from PIL import Image
 
 from vasa_jax import bundle, cli, media, sample, stream, watermark
@@ -35,6 +36,29 @@ def test_streaming_equals_offline_and_never_recompiles(tiny_bundle):
   assert frames["offline"].shape == (expected, 64, 64, 3) and frames["offline"].dtype == np.uint8
   np.testing.assert_array_equal(frames["offline"], frames["stream"])
   np.testing.assert_array_equal(frames["offline"], frames["ragged"])
+
+
+def test_decode_is_compiled_before_the_first_frame(tiny_bundle):
+  model = bundle.load(tiny_bundle)
+  audio = media.load_audio(sample.EXAMPLE_AUDIO)[:16000]
+  sampler = stream.StreamingSampler(model, media.load_image(sample.EXAMPLE_IMAGE), steps=3, seed=11,
+                                    watermark=None, decode_batch=7)   # A batch size no other test compiles.
+  compiled = []
+
+  def listener(event, seconds, fun_name="", **kw):
+    if event == "/jax/core/compile/backend_compile_duration":  # Also for a persistent-cache hit.
+      compiled.append(fun_name)
+
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    sampler.compile()
+    ahead = compiled[:]
+    frames = list(stream.generate(sampler, audio))
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert any("decode" in name for name in ahead), ahead
+  assert not any("decode" in name for name in compiled[len(ahead):]), compiled
+  assert len(frames) == 25 and sampler.compiled_steps()["decode"] == 2
 
 
 def test_frames_follow_the_seed_and_still_mode(tiny_bundle):

@@ -34,7 +34,7 @@ from vasa_jax.motion import Controls, MotionModel, WindowLoop
 class StreamingSampler:
   """Generate frames for one portrait from audio that arrives in pieces.
 
-  Public steps, for callers that time or inspect them (bench, tests):
+  Public steps, for callers that time or inspect them (bench, tests, `compile` ahead of time):
     add_audio(chunk) + motion_windows(final) -> denormalised motion per window
     render(motion_NxM)                       -> uint8 frames, watermarked
     window_step, decode_step, encode_step    -> the jitted functions behind them
@@ -102,6 +102,15 @@ class StreamingSampler:
     """Generates the frames of the audio still buffered (the clip's last, partial window)."""
     for motion in self.motion_windows(final=True):
       yield from self.render(motion)
+
+  def compile(self) -> None:
+    """Compiles the decode step now for both batch sizes `render` uses (ahead of time: the calls
+    reuse it), so that once the first frame is out the rest come at full speed; the window step
+    compiles on the first window. Optional: without it, each compiles on its first call."""
+    motion_dim = self.portrait_motion.size
+    for size in sorted({1, self.decode_batch}):
+      motion = jax.ShapeDtypeStruct((size, motion_dim), jnp.float32)
+      self.decode_step.lower(self.bundle.face_params, self.portrait, motion, self.signs).compile()
 
   def compiled_steps(self) -> dict[str, int]:
     """How many times each jitted step has been compiled: 1 window step; 2 decodes (the first
