@@ -50,6 +50,11 @@ FPS = 25
 LABEL_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "distance", "mouth_open", "mouth_width",
                "mouth_round", "blink", "gaze_theta", "gaze_phi", "brow", "smile")
 EMOTIONS = ("neutral", "happy", "sad", "surprised", "angry")
+# Each clip's main gaze (radians) and head-to-camera distance are drawn from these ranges
+# (`clip_attrs`): the controls a model trained on this corpus has seen, so what `sample` accepts.
+GAZE_THETA_RANGE = (-0.3, 0.3)
+GAZE_PHI_RANGE = (-0.2, 0.2)
+DISTANCE_RANGE = (0.85, 1.2)
 # Baselines per emotion: (smile, brow, mouth_open offset, mouth_width offset).
 _EMOTION_BASE = {
     "neutral": (0.0, 0.0, 0.0, 0.0),
@@ -160,8 +165,8 @@ def motion_from_audio(audio_16k, fps: int = FPS, seed: int = 0, *, gaze=(0.0, 0.
 def clip_attrs(identity_id: int, audio_seed: int):
   """Clip-level controls (main gaze, distance, emotion) drawn from the clip's seeds."""
   rng = np.random.default_rng(np.random.SeedSequence([int(identity_id), int(audio_seed), 0xC11B]))
-  gaze = np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.2, 0.2)], np.float32)
-  dist = np.float32(rng.uniform(0.85, 1.2))
+  gaze = np.array([rng.uniform(*GAZE_THETA_RANGE), rng.uniform(*GAZE_PHI_RANGE)], np.float32)
+  dist = np.float32(rng.uniform(*DISTANCE_RANGE))
   emotion = int(rng.choice(len(EMOTIONS), p=[0.4, 0.2, 0.13, 0.13, 0.14]))
   motion_seed = int(rng.integers(1 << 31))
   return gaze, dist, emotion, motion_seed
