@@ -118,7 +118,7 @@ def test_sample_cli_bad_inputs(tiny_bundle, tmp_path, capsys):
       (["--image", str(tmp_path / "missing.png")], "does not exist"),
       (["--audio", str(tmp_path)], "is a directory"),
       (["--emotion", "furious"], "--emotion 'furious'"),
-      (["--steps", "0"], "--steps must be at least 1"),
+      (["--steps", "0"], "--steps 0 is out of range; accepted: 1..1000"),
       (["--out", str(tmp_path / "x.avi")], "must end with .mp4"),
       (["--checkpoint", str(tmp_path)], "has no bundle.json"),
   ]

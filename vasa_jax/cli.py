@@ -104,7 +104,7 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: Parser,
   except UserError as e:
     if debug:
       raise
-    print(f"error: {_one_line(e)}", file=sys.stderr)
+    print(f"error: {one_line(e)}", file=sys.stderr)
     return EXIT_USAGE
   except KeyboardInterrupt:  # Where `interrupt` is not in force: not the main thread, training's second Ctrl-C.
     print(interrupt.MESSAGE[signal.SIGINT], file=sys.stderr)
@@ -112,9 +112,20 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: Parser,
   except Exception as e:  # Anything else is our bug: still one line, but say how to see more.
     if debug:
       raise
-    print(f"error: internal failure: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+    print(f"error: internal failure: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)",
           file=sys.stderr)
     return EXIT_INTERNAL
+
+
+def check_range(name: str, value, lo, hi, why: str = ""):
+  """`value` if lo <= value <= hi (NaN is not), else a UserError naming `name` and the range."""
+  if not lo <= value <= hi:
+    raise UserError(f"{name} {_number(value)} is out of range; accepted: {_number(lo)}..{_number(hi)}{why}")
+  return value
+
+
+def _number(x) -> str:
+  return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def main_entry(main: Callable[[argparse.Namespace], int | None], parser: Parser) -> None:
@@ -122,5 +133,6 @@ def main_entry(main: Callable[[argparse.Namespace], int | None], parser: Parser)
   sys.exit(run(main, parser))
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+  """An exception's message on one line."""
   return " ".join(str(e).split()) or type(e).__name__

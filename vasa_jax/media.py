@@ -49,13 +49,16 @@ def require_file(path: str, what: str, accepted: str) -> str:
   return path
 
 
-def require_output_path(path: str, suffixes: tuple[str, ...]) -> str:
-  """Checks an output path: a known suffix and an existing, writable parent folder."""
+def require_output_path(path: str, suffixes: tuple[str, ...], *, overwrite: bool = True) -> str:
+  """Checks an output path: a known suffix and an existing, writable parent folder; with
+  `overwrite=False`, also that no file of that name exists (the error names `--overwrite`)."""
   path = os.fspath(path)
   if os.path.isdir(path):
     raise UserError(f"output {path!r} is a directory; give a file name ending with {' or '.join(suffixes)}")
   if not path.lower().endswith(suffixes):
     raise UserError(f"output {path!r} must end with {' or '.join(suffixes)}")
+  if not overwrite and os.path.lexists(path):
+    raise UserError(f"output {path!r} already exists; pass --overwrite to replace it, or choose another name")
   parent = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(parent):
     raise UserError(f"output folder {parent!r} does not exist")
