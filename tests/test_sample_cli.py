@@ -1,5 +1,5 @@
 """`python -m vasa_jax.sample` as a new user meets it: output names, no silent overwrite, ranges,
-help texts, the compiling message and cache, Ctrl-C at any moment."""
+help texts, the compiling message and cache, Ctrl-C at any moment, and `--batch`."""
 
 import os
 import re
@@ -204,3 +204,74 @@ def test_compilations_are_cached_across_runs(tiny_bundle, tmp_path):
   assert (tmp_path / "synthetic_portrait_speech.mp4").exists()
   names = os.listdir(cache)
   assert any(n.startswith("jit_decode") for n in names) and any(n.startswith("jit_step") for n in names), names
+
+
+# ----------------------------------------------------------------- --batch
+
+
+@pytest.mark.slow
+def test_batch_makes_every_good_row_with_one_model_and_reports_the_bad_ones(tiny_bundle, tmp_path, monkeypatch,
+                                                                             capsys):
+  speech = _wav(tmp_path / "hello.wav", 1.0)
+  portrait = sample.DEMO_IMAGE
+  (tmp_path / "jobs.csv").write_text(
+      "portrait,audio,out,seed,gaze,emotion,still\n"
+      f"{portrait},hello.wav,first.mp4,3,5 -3,happy,yes\n"
+      f"{portrait},missing.wav,bad.mp4,,,,\n"
+      f"{portrait},{speech},,,400 0,,\n"
+      f"{portrait},hello.wav,,,,,\n")
+  loads, samplers = [], []
+  real_load, real_compile = bundle.load, stream.StreamingSampler.compile
+  monkeypatch.setattr(bundle, "load", lambda path: loads.append(path) or real_load(path))
+  monkeypatch.setattr(stream.StreamingSampler, "compile", lambda self: samplers.append(self) or real_compile(self))
+  status = cli.run(sample.main, sample.parser(), ["--batch", str(tmp_path / "jobs.csv"), "--checkpoint", tiny_bundle,
+                                                  "--steps", "2", "--quiet"])
+  out, err = capsys.readouterr()
+  assert status == 2, err
+  written = [str(tmp_path / "first.mp4"), str(tmp_path / "synthetic_portrait_hello.mp4")]
+  assert out.split() == written
+  for path in written:
+    assert len(media.read_video(path)[0]) == 25
+  assert not (tmp_path / "bad.mp4").exists() and not [f for f in os.listdir(tmp_path) if ".partial" in f]
+  csv = str(tmp_path / "jobs.csv")
+  assert f"error: {csv} line 3: audio '{tmp_path / 'missing.wav'}' does not exist" in err
+  assert f"error: {csv} line 4: gaze 400 0 is out of range; accepted: theta -17.2" in err
+  assert err.strip().splitlines()[-1] == "error: 2 of 4 rows failed (lines 3, 4); 2 video(s) written"
+  # One model for all rows, and one set of compiled steps.
+  assert len(loads) == 1 and len(samplers) == 2
+  assert samplers[0].decode_step is samplers[1].decode_step
+  assert samplers[0].window_step is samplers[1].window_step
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("", "is empty (0 bytes); expected a CSV file with a header row"),
+    ("\n", "is empty; expected a header row naming portrait, audio"),
+    ("portrait,sound\na.png,b.wav\n", "unknown column 'sound'"),
+    ("portrait,out\na.png,b.mp4\n", "no 'audio' column"),
+    ("portrait,audio\n", "has no rows under its header"),
+])
+def test_a_broken_batch_file_is_one_error(content, fragment, tmp_path, capsys):
+  (tmp_path / "jobs.csv").write_text(content)
+  assert cli.run(sample.main, sample.parser(), ["--batch", str(tmp_path / "jobs.csv"),
+                                                "--checkpoint", "no_such_bundle"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and fragment in err[0], err
+
+
+def test_batch_rows_are_checked_before_the_model_is_loaded(tmp_path, capsys):
+  (tmp_path / "jobs.csv").write_text("portrait,audio,seed,still,distance\n"
+                                     "a.png,b.wav,x,,\n"
+                                     "a.png,b.wav,,maybe,\n"
+                                     "a.png,b.wav,,,far\n"
+                                     "a.png,b.wav,1,no,1,extra\n"
+                                     ",b.wav,,,\n")
+  assert cli.run(sample.main, sample.parser(), ["--batch", str(tmp_path / "jobs.csv"),
+                                                "--checkpoint", "no_such_bundle"]) == 2
+  err = capsys.readouterr().err
+  for fragment in ["line 2: seed 'x' is not a whole number", "line 3: still 'maybe': give yes or no",
+                   "line 4: distance 'far' is not a number", "line 5: 1 more cell(s) than the header",
+                   "line 6: portrait is empty", "5 of 5 rows failed (lines 2, 3, 4, 5, 6); 0 video(s) written"]:
+    assert fragment in err, (fragment, err)
+  assert "no_such_bundle" not in err   # Nothing left to make: the model is never loaded.
+  assert cli.run(sample.main, sample.parser(), ["--batch", str(tmp_path / "jobs.csv"), "--image", "x.png"]) == 2
+  assert "--image does not go with --batch" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Make one video of a checked `jobs.Job`: the work of `sample`.
+"""Make one video of a checked `jobs.Job`: the work `sample` and `sample --batch` share.
 
     portrait + audio -> encoders -> motion diffusion -> decoder -> frames -> watermark -> mp4
 

@@ -1,7 +1,8 @@
 """One video to make (portrait, audio, output, per-video controls), checked before any work.
 
-`python -m vasa_jax.sample` makes a `Job` from its flags and runs `check` and `load` on it;
-a message names the flag (`--gaze`), or for a job read from a CSV file the column (`gaze`).
+`python -m vasa_jax.sample` makes one `Job` from its flags, `sample --batch` one per CSV row
+(`batch`); both go through `check` and `load`, so a bad value gets the same message either
+way, naming the flag (`--gaze`) or the CSV column (`gaze`).
 """
 
 import dataclasses

@@ -6,12 +6,13 @@ With no arguments it uses the bundled demo checkpoint on the bundled example
 portrait (a synthetic head of an unseen identity) and speech, and writes
 `vasa_jax_demo.mp4` into the current folder; given inputs, the video is named after
 them (`<portrait>_<audio>.mp4`). An existing file is only replaced with `--overwrite`.
+`--batch jobs.csv` makes one video per CSV row with one loaded model (`batch`).
 Compilations are cached across runs (`compile_cache`).
 """
 
 import os
 
-from vasa_jax import cli, compile_cache, generate, jobs, media
+from vasa_jax import batch, cli, compile_cache, generate, jobs, media
 from vasa_jax.data.synthetic import EMOTIONS
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
@@ -48,7 +49,10 @@ def run(args, cache: str | None = None) -> str:
 
 
 def main(args) -> int:
-  print(os.path.abspath(run(args, compile_cache.enable())))
+  cache = compile_cache.enable()
+  if args.batch:
+    return batch.run(args, cache)
+  print(os.path.abspath(run(args, cache)))
   return 0
 
 
@@ -88,6 +92,8 @@ def parser():
   p.add_argument("--still", action="store_true", help="keep the portrait's head pose (no head motion)")
   p.add_argument("--driving", help="driving video: take pose and dynamics from it instead of from audio; the "
                  "output has the driving video's own sound unless --audio is given")
+  p.add_argument("--batch", metavar="CSV", help="make one video per row of a CSV file with one loaded model: "
+                 f"{batch.HELP}")
   p.add_argument("--offline", action="store_true", help="process the whole clip at once instead of streaming "
                  "it in chunks (same frames, no chunking overhead)")
   p.add_argument("--chunk-ms", type=float, default=200.0, help="streaming: audio chunk size in milliseconds, "
