@@ -12,8 +12,8 @@ import jax
 
 ENV = "VASA_JAX_COMPILE_CACHE"
 DEFAULT = os.path.join("~", ".cache", "vasa_jax", "jax")
-# Compilations faster than this are not worth a file (JAX's own default is 1 s, which
-# leaves out the demo's smaller steps).
+# Compilations faster than this (single ops) are not worth a file; JAX's own default, 1 s,
+# would leave out a model step that compiles fast on a fast machine.
 MIN_COMPILE_SECONDS = 0.2
 
 
