@@ -92,3 +92,15 @@ def test_commands_run_in_process_leave_the_handlers_as_they_were():
   assert all(handler is interrupt._on_signal for handler in seen.values())
   assert {sig: signal.getsignal(sig) for sig in interrupt.EXIT_STATUS} == before
   assert signal.set_wakeup_fd(-1) == -1  # No wakeup fd left behind.
+
+
+def test_writers_register_their_half_written_outputs(tmp_path):
+  from vasa_jax import media
+  from vasa_jax.data import records
+  with media.atomic_output(str(tmp_path / "talk.mp4")) as tmp:
+    assert interrupt._paths.get(tmp) == os.getpid()
+  assert tmp not in interrupt._paths and os.listdir(tmp_path) == ["talk.mp4"]
+  with records.CorpusWriter(str(tmp_path / "corpus"), resolution=32, fps=25) as writer:
+    folder = os.path.abspath(writer._tmp_dir)
+    assert interrupt._paths.get(folder) == os.getpid()
+  assert folder not in interrupt._paths
