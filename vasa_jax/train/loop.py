@@ -112,9 +112,15 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
   """Trains `task` until `train_cfg.steps` (or `num_steps` more steps); returns the final state.
 
   `train_cfg` is the stage's section (`cfg.train` for stage 1, `cfg.motion_train` for
-  stage 2); the whole `cfg` is saved with every checkpoint.
+  stage 2); the whole `cfg` is saved with every checkpoint. SIGTERM/SIGINT from the start
+  (set-up and compiling included) make it save after the current step and return.
   """
-  t = cfg.train if train_cfg is None else train_cfg
+  with _Preempted() as preempted:
+    return _run(task, cfg, workdir, dataset, cfg.train if train_cfg is None else train_cfg,
+                num_steps, on_log, preempted)
+
+
+def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size(t.batch_size)
@@ -126,11 +132,11 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
   base = None
   if t.get("init_from") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
     base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.
-  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, writer=True, max_to_keep=t.keep_checkpoints,
+                                       async_save=t.async_checkpoints)
   data_iter = iter(dataset)
-  start = checkpointer.latest_step()
+  state, start = checkpointer.restore_latest(abstract, data_iter)
   if start is not None:
-    state = checkpointer.restore(start, abstract, data_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, start)
   elif base is not None:
     state = jax.jit(task.warm_start, out_shardings=state_shardings)(base, rng)
@@ -167,45 +173,43 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
     return s
 
   try:
-    with _Preempted() as preempted:
-      while step < last:
-        try:
-          raw = next(data_iter)
-        except StopIteration:
-          log.info("data exhausted at step %d", step)
-          break
-        batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
-        state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
-        step += 1
-        pending.append((step, metrics))
-        # Metrics of the previous step are fetched after this one is dispatched.
-        while len(pending) > 1:
+    while step < last and not preempted.flag:
+      try:
+        raw = next(data_iter)
+      except StopIteration:
+        log.info("data exhausted at step %d", step)
+        break
+      batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
+      step += 1
+      pending.append((step, metrics))
+      # Metrics of the previous step are fetched after this one is dispatched.
+      while len(pending) > 1:
+        fetch(pending.pop(0))
+      if step % t.log_every == 0 or step == last:
+        while pending:
           fetch(pending.pop(0))
-        if step % t.log_every == 0 or step == last:
-          while pending:
-            fetch(pending.pop(0))
-          now = time.time()
-          rate = (step - step_log) / max(now - t_log, 1e-9)
-          t_log, step_log = now, step
-          means = {k: float(np.mean(v)) for k, v in accum.items()}
-          means["perf/steps_per_s"] = rate
-          scalars.write(step, means)
-          if on_log:
-            on_log(step, means)
-          eta = (last - step) / max(rate, 1e-9)
-          shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
-                           if k.startswith(("loss/", "psnr/")))
-          print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
-          accum.clear()
-        if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
-          _write_preview(workdir, step, preview_fn(state.ema, batch))
-        if step % t.checkpoint_every == 0 or step == last or preempted.flag:
-          while pending:
-            fetch(pending.pop(0))
-          checkpointer.save(step, state, data_iter, config_dict)
-        if preempted.flag:
-          log.warning("stopped by signal at step %d after saving", step)
-          break
+        now = time.time()
+        rate = (step - step_log) / max(now - t_log, 1e-9)
+        t_log, step_log = now, step
+        means = {k: float(np.mean(v)) for k, v in accum.items()}
+        means["perf/steps_per_s"] = rate
+        scalars.write(step, means)
+        if on_log:
+          on_log(step, means)
+        eta = (last - step) / max(rate, 1e-9)
+        shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
+                         if k.startswith(("loss/", "psnr/")))
+        print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
+        accum.clear()
+      if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
+        _write_preview(workdir, step, preview_fn(state.ema, batch))
+      if step % t.checkpoint_every == 0 or step == last or preempted.flag:
+        while pending:
+          fetch(pending.pop(0))
+        checkpointer.save(step, state, data_iter, config_dict)  # Written while the next steps run.
+    if preempted.flag:
+      log.warning("stopped by signal at step %d%s", step, " after saving" if step > start else "")
   finally:
     scalars.close()
     checkpointer.close()
