@@ -163,7 +163,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, tmp_
     assert checkpoint.Checkpointer(workdir).manager.all_steps() == [2, 4, 6]
     resumed = loop.run(_LinearTask(), _cfg(), workdir, _dataset())        # Resumes at 4, trains 5 and 6 again.
   assert "checkpoints/6 cannot be read" in caplog.text and "resuming from checkpoint 4" in caplog.text
-  assert os.listdir(os.path.join(workdir, checkpoint.DAMAGED)) == ["6"]   # Kept for inspection.
+  assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED))) == ["6", "README.txt"]  # Kept.
   assert int(resumed.step) == 6
   np.testing.assert_allclose(np.asarray(resumed.params), np.asarray(full.params), rtol=1e-6)
   assert checkpoint.load_run(workdir)[2] == 6                             # The new 6 reads.

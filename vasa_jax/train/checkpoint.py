@@ -1,6 +1,7 @@
 """Orbax checkpoints holding the train state, the grain iterator state and the config.
 
-One checkpoint directory per run (`WORKDIR/checkpoints/<step>`). Saving is atomic
+One checkpoint directory per run (`WORKDIR/checkpoints/<step>`; WORKDIR local or `gs://`,
+`vasa_jax.paths`). Saving is atomic
 (Orbax writes to a temporary folder and renames), so an interrupted save, even a
 `kill -9`, leaves the previous checkpoint intact.
 
@@ -15,8 +16,6 @@ the run and its checkpoints disagree (another model or data) and that is an erro
 """
 
 import logging
-import os
-import shutil
 from typing import Any, Callable
 
 import grain
@@ -24,7 +23,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from vasa_jax import config
+from vasa_jax import config, paths
 from vasa_jax.errors import UserError
 
 log = logging.getLogger("vasa_jax.train")
@@ -41,8 +40,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, *, writer: bool = False, max_to_keep: int = 3, async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.workdir = paths.path(workdir)
+    self.directory = self.workdir / "checkpoints"
     self.writer = writer
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writer, read_only=not writer,
                                            enable_async_checkpointing=async_save,
@@ -119,15 +118,15 @@ class Checkpointer:
   def _set_aside(self, steps: list[int]) -> None:
     """Moves damaged step folders out of the manager's view, keeping them for inspection."""
     if jax.process_index() == 0:
-      target = os.path.join(self.workdir, DAMAGED)
-      os.makedirs(target, exist_ok=True)
+      target = paths.make_folder(self.workdir / DAMAGED)
+      note = target / "README.txt"  # Also makes the folder exist on object stores, for the moves.
+      if not note.exists():
+        note.write_text("Checkpoints that could not be restored, moved here by vasa_jax.train.\n")
       for step in steps:
-        dst = os.path.join(target, str(step))
-        n = 1
-        while os.path.exists(dst):
-          dst = os.path.join(target, f"{step}.{n}")
-          n += 1
-        shutil.move(os.path.join(self.directory, str(step)), dst)
+        dst, n = target / str(step), 1
+        while dst.exists():
+          dst, n = target / f"{step}.{n}", n + 1
+        (self.directory / str(step)).rename(dst)
         log.warning("moved damaged checkpoint %d to %s", step, dst)
     multihost_utils.sync_global_devices("vasa_jax:set_aside_damaged_checkpoints")
     self.manager.reload()
@@ -136,7 +135,7 @@ class Checkpointer:
 def load_run(workdir: str, step: int | None = None):
   """(config, saved state as nested dicts of arrays, step) of a run folder's checkpoint (default:
   the newest that reads)."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not (paths.path(workdir) / "checkpoints").is_dir():
     raise UserError(f"{workdir!r} holds no checkpoints/ folder; give the --workdir of a training run")
   ckpt = Checkpointer(workdir)
   try:

@@ -11,7 +11,6 @@ anything bad is saved, and a save on SIGTERM/SIGINT (preemption).
 
 import json
 import logging
-import os
 import signal
 import time
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -22,7 +21,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import media
+from vasa_jax import media, paths
 from vasa_jax.errors import UserError
 from vasa_jax.train import checkpoint as ckpt_lib
 from vasa_jax.train import mesh as mesh_lib
@@ -84,13 +83,13 @@ class _Preempted:
 class _Scalars:
   """TensorBoard scalars (process 0 only) plus a JSON-lines copy for scripts."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir):
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
     if self.enabled:
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))  # tensorboardX writes gs:// itself
+      self._jsonl = paths.GrowingFile(workdir / "metrics.jsonl")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
@@ -98,7 +97,6 @@ class _Scalars:
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-    self._jsonl.flush()
 
   def close(self) -> None:
     if self.enabled:
@@ -121,7 +119,7 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
 
 
 def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
-  os.makedirs(workdir, exist_ok=True)
+  workdir = paths.make_folder(workdir)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size(t.batch_size)
   rng = jax.random.key(cfg.seed)
@@ -130,7 +128,7 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   # Born sharded: shapes first, then init (or restore) directly into its shardings.
   abstract, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
   base = None
-  if t.get("init_from") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if t.get("init_from") and not (workdir / "checkpoints").is_dir():
     base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.
   checkpointer = ckpt_lib.Checkpointer(workdir, writer=True, max_to_keep=t.keep_checkpoints,
                                        async_save=t.async_checkpoints)
@@ -146,8 +144,7 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
     start = 0
   last = t.steps if num_steps is None else min(t.steps, start + num_steps)
   config_dict = json.loads(cfg.to_json())
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_dict, f, indent=1)
+  (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
 
   step_fn = jax.jit(task.train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), repl),
                     out_shardings=(state_shardings, repl), donate_argnums=(0,))
@@ -221,7 +218,7 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   checked against this task's; the new run starts from them at step 0 (`task.warm_start`)."""
   if not hasattr(task, "warm_start"):
     raise UserError("train.init_from is for stage 1 only")
-  if os.path.isfile(os.path.join(run_dir, bundle_lib.BUNDLE_JSON)):  # an exported bundle's stage 1
+  if (paths.path(run_dir) / bundle_lib.BUNDLE_JSON).is_file():  # an exported bundle's stage 1
     base, base_step = bundle_lib.load(run_dir).face_params, "bundle"
   else:
     _, base, base_step = ckpt_lib.load_ema(run_dir)
@@ -234,12 +231,11 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   return base
 
 
-def _write_preview(workdir: str, step: int, grid) -> None:
+def _write_preview(workdir, step: int, grid) -> None:
   if jax.process_index() != 0:
     return
-  folder = os.path.join(workdir, "previews")
-  os.makedirs(folder, exist_ok=True)
-  media.save_image(os.path.join(folder, f"step_{step:07d}.png"), np.asarray(jax.device_get(grid)))
+  folder = paths.make_folder(workdir / "previews")
+  media.save_image(folder / f"step_{step:07d}.png", np.asarray(jax.device_get(grid)))
 
 
 def _duration(seconds: float) -> str:
