@@ -43,7 +43,9 @@ class Checkpointer:
     self.workdir = paths.path(workdir)
     self.directory = self.workdir / "checkpoints"
     self.writer = writer
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writer, read_only=not writer,
+    # A reader is not Orbax's read_only (which logs warnings on every open): it creates, cleans and
+    # saves nothing because it is never asked to.
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writer,
                                            enable_async_checkpointing=async_save,
                                            cleanup_tmp_directories=writer)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
