@@ -111,3 +111,68 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
   state = loop.run(_LinearTask(), _cfg(checkpoint_every=100), workdir, _dataset(), on_log=on_log)
   assert int(state.step) == 3
   assert checkpoint.Checkpointer(workdir).latest_step() == 3
+
+
+def _saved_steps(workdir):
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    return {s: ckpt.restore_raw(s)[0] for s in ckpt.manager.all_steps()}
+  finally:
+    ckpt.close()
+
+
+def test_async_saves_hold_the_state_of_their_step_while_training_goes_on(tmp_path):
+  """Async saves return before the files are written and the next (donating) steps overwrite the
+  state; every checkpoint still equals the blocking run's, iterator position included."""
+  runs = {}
+  for mode in (True, False):
+    workdir = str(tmp_path / f"async_{mode}")
+    loop.run(_LinearTask(), _cfg(steps=8, async_checkpoints=mode, keep_checkpoints=10), workdir, _dataset())
+    runs[mode] = (_saved_steps(workdir), workdir)
+  (saved_async, dir_async), (saved_sync, dir_sync) = runs[True], runs[False]
+  assert sorted(saved_async) == sorted(saved_sync) == [2, 4, 6, 8]
+  for step in saved_sync:
+    for key in ("params", "opt", "ema", "step"):
+      for a, b in zip(jax.tree.leaves(saved_async[step][key]), jax.tree.leaves(saved_sync[step][key])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    data = [open(os.path.join(d, "checkpoints", str(step), "data", "process_0-of-1.json")).read()
+            for d in (dir_async, dir_sync)]
+    assert data[0] == data[1]
+  assert not np.allclose(np.asarray(saved_sync[2]["params"]), np.asarray(saved_sync[8]["params"]))
+
+
+def _truncate_largest(folder):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs]
+  big = max(files, key=os.path.getsize)
+  with open(big, "r+b") as f:
+    f.truncate(os.path.getsize(big) // 2)
+
+
+def _delete_array_metadata(state_dir):
+  os.remove(os.path.join(state_dir, "_METADATA"))
+
+
+@pytest.mark.parametrize("damage", [_truncate_largest, _delete_array_metadata])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, tmp_path, caplog):
+  full = loop.run(_LinearTask(), _cfg(), str(tmp_path / "full"), _dataset())
+  workdir = str(tmp_path / "run")
+  loop.run(_LinearTask(), _cfg(), workdir, _dataset())                    # Checkpoints 2, 4, 6.
+  damage(os.path.join(workdir, "checkpoints", "6", "state"))
+  with caplog.at_level("WARNING", logger="vasa_jax.train"):
+    assert checkpoint.load_run(workdir)[2] == 4                           # A reader falls back, moves nothing.
+    assert checkpoint.Checkpointer(workdir).manager.all_steps() == [2, 4, 6]
+    resumed = loop.run(_LinearTask(), _cfg(), workdir, _dataset())        # Resumes at 4, trains 5 and 6 again.
+  assert "checkpoints/6 cannot be read" in caplog.text and "resuming from checkpoint 4" in caplog.text
+  assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED))) == ["6", "README.txt"]  # Kept.
+  assert int(resumed.step) == 6
+  np.testing.assert_allclose(np.asarray(resumed.params), np.asarray(full.params), rtol=1e-6)
+  assert checkpoint.load_run(workdir)[2] == 6                             # The new 6 reads.
+
+
+def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.run(_LinearTask(), _cfg(steps=2), workdir, _dataset())             # One checkpoint: 2.
+  _truncate_largest(os.path.join(workdir, "checkpoints", "2", "state"))
+  with pytest.raises(loop.UserError, match="no checkpoint in .* restores"):
+    loop.run(_LinearTask(), _cfg(steps=4), workdir, _dataset())
+  assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]

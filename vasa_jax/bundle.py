@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vasa_jax import config
+from vasa_jax import config, paths
 from vasa_jax.errors import UserError
 
 BUNDLE_JSON = "bundle.json"
@@ -53,23 +53,23 @@ def digest(tree) -> str:
 
 
 def load(path: str) -> Bundle:
-  """Loads a bundle folder; a clear error names what is missing."""
-  meta_path = os.path.join(path, BUNDLE_JSON)
-  if not os.path.isdir(path):
+  """Loads a bundle folder (local or gs://); a clear error names what is missing."""
+  folder = paths.path(path)
+  meta_path = folder / BUNDLE_JSON
+  if not folder.is_dir():
     raise UserError(f"checkpoint {path!r} does not exist; give a bundle folder written by "
                     "python -m vasa_jax.train.export")
-  if not os.path.isfile(meta_path):
+  if not meta_path.is_file():
     raise UserError(f"checkpoint {path!r} has no {BUNDLE_JSON}; it is not a vasa_jax bundle "
                     "(export one with python -m vasa_jax.train.export --stage1 RUN --stage2 RUN --out DIR)")
-  with open(meta_path) as f:
-    try:
-      meta = json.load(f)
-    except json.JSONDecodeError as e:
-      raise UserError(f"{meta_path} is corrupt ({e})") from None
+  try:
+    meta = json.loads(meta_path.read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f"{meta_path} is corrupt ({e})") from None
   ckptr = ocp.StandardCheckpointer()
   try:
-    s1 = ckptr.restore(os.path.join(os.path.abspath(path), "stage1"))
-    s2 = ckptr.restore(os.path.join(os.path.abspath(path), "stage2"))
+    s1 = ckptr.restore(folder / "stage1")
+    s2 = ckptr.restore(folder / "stage2")
   except Exception as e:  # Orbax raises many types for damaged folders.
     raise UserError(f"checkpoint {path!r} could not be read ({type(e).__name__}: {str(e)[:200]})") from None
   return Bundle(face_cfg=config.from_stored(meta["stage1"]["config"]),
@@ -80,4 +80,4 @@ def load(path: str) -> Bundle:
 
 def size_bytes(path: str) -> int:
   """Total size of the files in a bundle folder."""
-  return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+  return sum(f.stat().length for f in paths.files(path))

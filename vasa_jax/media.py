@@ -8,6 +8,7 @@ a half-written output behind.
 
 import contextlib
 import fractions
+import io
 import os
 import tempfile
 from typing import Iterable, Iterator
@@ -16,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vasa_jax import cli, interrupt
+from vasa_jax import cli, interrupt, paths
 from vasa_jax.errors import UserError
 
 IMAGE_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP"}
@@ -121,12 +122,18 @@ def _to_rgb8(im: Image.Image) -> Image.Image:
   return im.convert("RGB")
 
 
-def save_image(path: str, img: np.ndarray) -> None:
-  """Writes an HxWx3 uint8 (or float in [0, 1]) image atomically; the format follows the suffix."""
+def save_image(path: str | os.PathLike, img: np.ndarray) -> None:
+  """Writes an HxWx3 uint8 (or float in [0, 1]) image atomically (a local file, or one object on
+  `gs://`); the format follows the suffix."""
   if img.dtype != np.uint8:
     img = np.clip(np.asarray(img, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+  fmt = Image.registered_extensions().get(os.path.splitext(os.fspath(path))[1].lower(), "PNG")
+  if not paths.is_local(path):  # An object appears whole when its upload completes.
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt)
+    paths.path(path).write_bytes(buf.getvalue())
+    return
   with atomic_output(path) as tmp:
-    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
     Image.fromarray(img).save(tmp, format=fmt)
 
 

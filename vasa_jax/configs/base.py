@@ -108,6 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 100
   c.train.preview_every = 100
   c.train.keep_checkpoints = 3
+  c.train.async_checkpoints = True  # files are written while the next steps train
   # Stage 2: audio front end (audio.py, models/audio_encoder.py).
   c.audio = ml_collections.ConfigDict()
   c.audio.n_mels = 80
@@ -149,6 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.motion_train.checkpoint_every = 500
   c.motion_train.preview_every = 0
   c.motion_train.keep_checkpoints = 3
+  c.motion_train.async_checkpoints = True
   c.motion_train.motion_source = "motion"   # "motion": stage-1 latents (extract_motion); "labels": ground truth
   c.lock()
   return c

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vasa_jax import paths
 from vasa_jax.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -323,7 +324,7 @@ def decode_clip(data: bytes, frame_indices: Sequence[int] | None = None,
 
 def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with paths.path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -339,8 +340,7 @@ def index_name(split: str) -> str:
 
 def read_manifest_json(path: str) -> dict[str, Any]:
   try:
-    with open(path) as f:
-      manifest = json.load(f)
+    manifest = json.loads(paths.path(path).read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise UserError(f"{path} is not a readable JSON manifest ({e}); rewrite "
                     "the corpus") from e

@@ -1,8 +1,8 @@
 """Reading a corpus: a finished folder's manifest, per-split grain sources and indices.
 
-`open_corpus` validates a folder written by `records_writer.CorpusWriter`; records
-are decoded with `records_format.decode_clip`. Callers import both through
-`vasa_jax.data.records`.
+`open_corpus` validates a folder written by `records_writer.CorpusWriter`, local or on
+`gs://` (`vasa_jax.paths`; ArrayRecord reads `gs://` shards itself); records are decoded
+with `records_format.decode_clip`. Callers import both through `vasa_jax.data.records`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vasa_jax import paths
 from vasa_jax.data import records_format as fmt
 from vasa_jax.errors import UserError
 
@@ -32,8 +33,11 @@ class Corpus:
   """A finished corpus folder: manifest, per-split sources and indices."""
 
   def __init__(self, root: str, manifest: dict[str, Any]):
-    self.root = root
+    self.root = root  # a local path or a gs:// URI
     self.manifest = manifest
+
+  def _file(self, name: str) -> str:
+    return str(paths.path(self.root) / name)
 
   @property
   def splits(self) -> list[str]:
@@ -47,8 +51,7 @@ class Corpus:
     return info
 
   def shard_paths(self, split: str) -> list[str]:
-    return [os.path.join(self.root, s["file"])
-            for s in self._split_info(split)["shards"]]
+    return [self._file(s["file"]) for s in self._split_info(split)["shards"]]
 
   def source(self, split: str):
     """A grain RandomAccessDataSource of the split's records (bytes)."""
@@ -63,14 +66,14 @@ class Corpus:
     # files, and a damaged shard fails its own reads (which pipelines skip)
     # instead of the whole source.
     return grain.sources.ArrayRecordDataSource([
-        f"{os.path.join(self.root, s['file'])}[0:{s['clips']}]"
+        f"{self._file(s['file'])}[0:{s['clips']}]"
         for s in shards])
 
   def index(self, split: str) -> ClipIndex:
     info = self._split_info(split)
-    path = os.path.join(self.root, info["index"]["file"])
+    path = self._file(info["index"]["file"])
     try:
-      with np.load(path, allow_pickle=False) as z:
+      with paths.path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
         index = ClipIndex(clip_id=z["clip_id"], identity=z["identity"],
                           num_frames=z["num_frames"])
     except (OSError, KeyError, ValueError) as e:
@@ -86,7 +89,7 @@ class Corpus:
     for split in self.splits:
       info = self.manifest["splits"][split]
       for entry in [*info["shards"], info["index"]]:
-        path = os.path.join(self.root, entry["file"])
+        path = self._file(entry["file"])
         if fmt.file_sha256(path) != entry["sha256"]:
           raise UserError(f"{path} does not match its sha256 in "
                           f"{fmt.MANIFEST_NAME}; the file is damaged")
@@ -94,14 +97,15 @@ class Corpus:
 
 def open_corpus(root: str | os.PathLike, *, verify: bool = False) -> Corpus:
   """Opens and validates a corpus folder written by CorpusWriter."""
-  root = os.fspath(root)
-  if not os.path.isdir(root):
-    parent = os.path.dirname(os.path.abspath(root))
+  folder = paths.path(root)
+  root = str(folder)
+  if not folder.is_dir():
+    parent = folder.parent
     raise UserError(f"corpus folder {root} does not exist"
                     + (f" ({parent} has: {_listing(parent)})"
-                       if os.path.isdir(parent) else ""))
-  path = os.path.join(root, fmt.MANIFEST_NAME)
-  if not os.path.exists(path):
+                       if parent.is_dir() else ""))
+  path = str(folder / fmt.MANIFEST_NAME)
+  if not paths.path(path).exists():
     raise UserError(f"{root} has no {fmt.MANIFEST_NAME}, so it is not a finished "
                     f"corpus (it has: {_listing(root)})")
   manifest = fmt.read_manifest_json(path)
@@ -117,7 +121,7 @@ def open_corpus(root: str | os.PathLike, *, verify: bool = False) -> Corpus:
       raise UserError(f"{path} lacks {key!r}; rewrite the corpus")
   for split, info in manifest["splits"].items():
     for entry in [*info["shards"], info["index"]]:
-      if not os.path.exists(os.path.join(root, entry["file"])):
+      if not (folder / entry["file"]).exists():
         raise UserError(f"corpus {root}: split {split!r} needs "
                         f"{entry['file']}, which is missing")
   corpus = Corpus(root, manifest)
@@ -126,8 +130,8 @@ def open_corpus(root: str | os.PathLike, *, verify: bool = False) -> Corpus:
   return corpus
 
 
-def _listing(folder: str, limit: int = 8) -> str:
-  names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+def _listing(folder, limit: int = 8) -> str:
+  names = sorted(p.name for p in paths.path(folder).iterdir() if not p.name.startswith("."))
   if not names:
     return "nothing"
   more = f", ... {len(names) - limit} more" if len(names) > limit else ""

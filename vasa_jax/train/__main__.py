@@ -4,11 +4,10 @@ Resumes automatically from WORKDIR/checkpoints; Ctrl-C or SIGTERM saves first.
 """
 
 import logging
-import os
 
 import jax
 
-from vasa_jax import cli
+from vasa_jax import cli, paths
 from vasa_jax.data import pipeline, records, synthetic
 from vasa_jax.errors import UserError
 from vasa_jax.label_motion import DYN_LABELS
@@ -98,7 +97,7 @@ def main(args) -> int:
   init_distributed(args)
 
   cfg = args.config
-  if not os.path.isdir(args.data):
+  if not paths.path(args.data).is_dir():
     raise UserError(f"corpus folder {args.data!r} does not exist; write one with python -m vasa_jax.data.synthetic")
   if args.stage == 1:
     task, dataset = build_stage1(cfg, args.data)
@@ -107,7 +106,7 @@ def main(args) -> int:
     task, dataset = build_stage2(cfg, args.data)
     train_cfg = cfg.motion_train
   loop.run(task, cfg, args.workdir, dataset, train_cfg=train_cfg, num_steps=args.steps)
-  print(f"checkpoints in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")
+  print(f"checkpoints in {paths.path(args.workdir) / 'checkpoints'}")
   return 0
 
 

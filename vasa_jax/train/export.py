@@ -8,13 +8,11 @@ checkpoints; inference loads the result without importing the trainer.
 """
 
 import json
-import os
-import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vasa_jax import bundle, cli, interrupt
+from vasa_jax import bundle, cli, interrupt, paths
 from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import POSE_DIM
@@ -38,25 +36,26 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   elif motion_dim != POSE_DIM + cfg1.face.z_dyn:
     raise UserError(f"stage-2 run {stage2_workdir!r} generates {motion_dim}-d motion but stage 1 expects "
                     f"{POSE_DIM} + {cfg1.face.z_dyn}; train stage 2 on this stage-1 run's extract_motion corpus")
-  if os.path.exists(out_dir):
+  out = paths.path(out_dir)
+  if out.exists():
     if not overwrite:
       raise UserError(f"{out_dir} already exists; choose a new folder or pass --overwrite")
-    shutil.rmtree(out_dir)
-  tmp = out_dir.rstrip("/") + ".partial"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  with interrupt.removed_on_interrupt(tmp):
+    out.rmtree()
+  tmp = out.parent / (out.name + ".partial")  # Appears under its name only when complete.
+  if tmp.exists():
+    tmp.rmtree()
+  paths.make_folder(tmp)
+  with interrupt.removed_on_interrupt(str(tmp)):  # Ctrl-C leaves no half-written bundle behind.
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(os.path.abspath(tmp), "stage1"), {"params": ema1})
-    ckptr.save(os.path.join(os.path.abspath(tmp), "stage2"), stage2)
+    ckptr.save(tmp / "stage1", {"params": ema1})
+    ckptr.save(tmp / "stage2", stage2)
     ckptr.wait_until_finished()
     digest = bundle.digest([ema1, stage2])
     meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
-            "stage1": {"config": cfg1.to_dict(), "source": os.path.abspath(stage1_workdir), "step": step1},
+            "stage1": {"config": cfg1.to_dict(), "source": str(paths.path(stage1_workdir)), "step": step1},
             "stage2": {"config": cfg2.to_dict(), "source": source2, "step": step2}}
-    with open(os.path.join(tmp, bundle.BUNDLE_JSON), "w") as f:
-      json.dump(meta, f, indent=1)
-    os.replace(tmp, out_dir)
+    (tmp / bundle.BUNDLE_JSON).write_text(json.dumps(meta, indent=1))
+    tmp.rename(out)
   return digest
 
 
@@ -66,10 +65,9 @@ def _load_stage2(path: str):
 
   Returns (config, {"params", "mean", "std"}, step, where it came from).
   """
-  if os.path.isfile(os.path.join(path, bundle.BUNDLE_JSON)):
+  if (paths.path(path) / bundle.BUNDLE_JSON).is_file():
     b = bundle.load(path)
-    with open(os.path.join(path, bundle.BUNDLE_JSON)) as f:
-      meta = json.load(f)["stage2"]
+    meta = json.loads((paths.path(path) / bundle.BUNDLE_JSON).read_text())["stage2"]
     stage2 = {"params": b.motion_params, "mean": np.asarray(b.mean, np.float32), "std": np.asarray(b.std, np.float32)}
     return b.motion_cfg, stage2, meta["step"], meta["source"]
   cfg2, state2, step2 = checkpoint.load_run(path)
@@ -77,7 +75,7 @@ def _load_stage2(path: str):
     raise UserError(f"{path!r} is not a stage-2 run (its state has no motion statistics)")
   stage2 = {"params": state2["ema"], "mean": np.asarray(state2["stats"]["mean"], np.float32),
             "std": np.asarray(state2["stats"]["std"], np.float32)}
-  return cfg2, stage2, step2, os.path.abspath(path)
+  return cfg2, stage2, step2, str(paths.path(path))
 
 
 def main(args) -> int:

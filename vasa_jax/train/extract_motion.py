@@ -14,7 +14,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from vasa_jax import cli, media
+from vasa_jax import cli, media, paths
 from vasa_jax.data import records
 from vasa_jax.errors import UserError
 from vasa_jax.face_model import POSE_DIM, FaceModel
@@ -70,12 +70,11 @@ def extract(workdir: str, data_dir: str, out_dir: str, *, batch: int = 32, overw
 
 
 def load_stats(motion_dir: str) -> dict:
-  path = os.path.join(motion_dir, STATS_NAME)
-  if not os.path.isfile(path):
+  path = paths.path(motion_dir) / STATS_NAME
+  if not path.is_file():
     raise UserError(f"{motion_dir} has no {STATS_NAME}; write the motion corpus with "
                     "python -m vasa_jax.train.extract_motion")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def main(args) -> int:

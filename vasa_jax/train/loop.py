@@ -11,7 +11,6 @@ anything bad is saved, and a save on SIGTERM/SIGINT (preemption).
 
 import json
 import logging
-import os
 import signal
 import time
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -22,7 +21,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import media
+from vasa_jax import media, paths
 from vasa_jax.errors import UserError
 from vasa_jax.train import checkpoint as ckpt_lib
 from vasa_jax.train import mesh as mesh_lib
@@ -84,13 +83,13 @@ class _Preempted:
 class _Scalars:
   """TensorBoard scalars (process 0 only) plus a JSON-lines copy for scripts."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir):
     self.enabled = jax.process_index() == 0
     self._tb = None
     self._jsonl = None
     if self.enabled:
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))  # tensorboardX writes gs:// itself
+      self._jsonl = paths.GrowingFile(workdir / "metrics.jsonl")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
@@ -98,7 +97,6 @@ class _Scalars:
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-    self._jsonl.flush()
 
   def close(self) -> None:
     if self.enabled:
@@ -112,10 +110,16 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
   """Trains `task` until `train_cfg.steps` (or `num_steps` more steps); returns the final state.
 
   `train_cfg` is the stage's section (`cfg.train` for stage 1, `cfg.motion_train` for
-  stage 2); the whole `cfg` is saved with every checkpoint.
+  stage 2); the whole `cfg` is saved with every checkpoint. SIGTERM/SIGINT from the start
+  (set-up and compiling included) make it save after the current step and return.
   """
-  t = cfg.train if train_cfg is None else train_cfg
-  os.makedirs(workdir, exist_ok=True)
+  with _Preempted() as preempted:
+    return _run(task, cfg, workdir, dataset, cfg.train if train_cfg is None else train_cfg,
+                num_steps, on_log, preempted)
+
+
+def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
+  workdir = paths.make_folder(workdir)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size(t.batch_size)
   rng = jax.random.key(cfg.seed)
@@ -124,13 +128,13 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
   # Born sharded: shapes first, then init (or restore) directly into its shardings.
   abstract, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
   base = None
-  if t.get("init_from") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if t.get("init_from") and not (workdir / "checkpoints").is_dir():
     base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.
-  checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=t.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, writer=True, max_to_keep=t.keep_checkpoints,
+                                       async_save=t.async_checkpoints)
   data_iter = iter(dataset)
-  start = checkpointer.latest_step()
+  state, start = checkpointer.restore_latest(abstract, data_iter)
   if start is not None:
-    state = checkpointer.restore(start, abstract, data_iter)
     log.info("resumed from %s at step %d", checkpointer.directory, start)
   elif base is not None:
     state = jax.jit(task.warm_start, out_shardings=state_shardings)(base, rng)
@@ -140,8 +144,7 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
     start = 0
   last = t.steps if num_steps is None else min(t.steps, start + num_steps)
   config_dict = json.loads(cfg.to_json())
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_dict, f, indent=1)
+  (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
 
   step_fn = jax.jit(task.train_step, in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), repl),
                     out_shardings=(state_shardings, repl), donate_argnums=(0,))
@@ -167,45 +170,43 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
     return s
 
   try:
-    with _Preempted() as preempted:
-      while step < last:
-        try:
-          raw = next(data_iter)
-        except StopIteration:
-          log.info("data exhausted at step %d", step)
-          break
-        batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
-        state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
-        step += 1
-        pending.append((step, metrics))
-        # Metrics of the previous step are fetched after this one is dispatched.
-        while len(pending) > 1:
+    while step < last and not preempted.flag:
+      try:
+        raw = next(data_iter)
+      except StopIteration:
+        log.info("data exhausted at step %d", step)
+        break
+      batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
+      state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
+      step += 1
+      pending.append((step, metrics))
+      # Metrics of the previous step are fetched after this one is dispatched.
+      while len(pending) > 1:
+        fetch(pending.pop(0))
+      if step % t.log_every == 0 or step == last:
+        while pending:
           fetch(pending.pop(0))
-        if step % t.log_every == 0 or step == last:
-          while pending:
-            fetch(pending.pop(0))
-          now = time.time()
-          rate = (step - step_log) / max(now - t_log, 1e-9)
-          t_log, step_log = now, step
-          means = {k: float(np.mean(v)) for k, v in accum.items()}
-          means["perf/steps_per_s"] = rate
-          scalars.write(step, means)
-          if on_log:
-            on_log(step, means)
-          eta = (last - step) / max(rate, 1e-9)
-          shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
-                           if k.startswith(("loss/", "psnr/")))
-          print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
-          accum.clear()
-        if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
-          _write_preview(workdir, step, preview_fn(state.ema, batch))
-        if step % t.checkpoint_every == 0 or step == last or preempted.flag:
-          while pending:
-            fetch(pending.pop(0))
-          checkpointer.save(step, state, data_iter, config_dict)
-        if preempted.flag:
-          log.warning("stopped by signal at step %d after saving", step)
-          break
+        now = time.time()
+        rate = (step - step_log) / max(now - t_log, 1e-9)
+        t_log, step_log = now, step
+        means = {k: float(np.mean(v)) for k, v in accum.items()}
+        means["perf/steps_per_s"] = rate
+        scalars.write(step, means)
+        if on_log:
+          on_log(step, means)
+        eta = (last - step) / max(rate, 1e-9)
+        shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
+                         if k.startswith(("loss/", "psnr/")))
+        print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
+        accum.clear()
+      if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
+        _write_preview(workdir, step, preview_fn(state.ema, batch))
+      if step % t.checkpoint_every == 0 or step == last or preempted.flag:
+        while pending:
+          fetch(pending.pop(0))
+        checkpointer.save(step, state, data_iter, config_dict)  # Written while the next steps run.
+    if preempted.flag:
+      log.warning("stopped by signal at step %d%s", step, " after saving" if step > start else "")
   finally:
     scalars.close()
     checkpointer.close()
@@ -217,7 +218,7 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   checked against this task's; the new run starts from them at step 0 (`task.warm_start`)."""
   if not hasattr(task, "warm_start"):
     raise UserError("train.init_from is for stage 1 only")
-  if os.path.isfile(os.path.join(run_dir, bundle_lib.BUNDLE_JSON)):  # an exported bundle's stage 1
+  if (paths.path(run_dir) / bundle_lib.BUNDLE_JSON).is_file():  # an exported bundle's stage 1
     base, base_step = bundle_lib.load(run_dir).face_params, "bundle"
   else:
     _, base, base_step = ckpt_lib.load_ema(run_dir)
@@ -230,12 +231,11 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   return base
 
 
-def _write_preview(workdir: str, step: int, grid) -> None:
+def _write_preview(workdir, step: int, grid) -> None:
   if jax.process_index() != 0:
     return
-  folder = os.path.join(workdir, "previews")
-  os.makedirs(folder, exist_ok=True)
-  media.save_image(os.path.join(folder, f"step_{step:07d}.png"), np.asarray(jax.device_get(grid)))
+  folder = paths.make_folder(workdir / "previews")
+  media.save_image(folder / f"step_{step:07d}.png", np.asarray(jax.device_get(grid)))
 
 
 def _duration(seconds: float) -> str:
