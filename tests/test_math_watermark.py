@@ -54,9 +54,8 @@ def _group_z(frames, fps=25):
   d = wm.Demodulator()
   for i, f in enumerate(frames):
     d.add(f, i / fps)
-  pair = d.images()
-  sigma = float(np.sqrt(np.mean([wm._residuals(p, [(0.0, 1.0)], [(0.0, 1.0)])[1] ** 2 for p in pair])))
-  return wm._decode_at(pair, [sigma, sigma], 0.0, 1.0, 0.0, 1.0)[3][:-1] * SIGNS[:-1]
+  images = d.images()
+  return wm._decode_at(images, wm._pair_sigmas(images), 0.0, 1.0, 0.0, 1.0)[3][:-1] * SIGNS[:-1]
 
 
 def test_still_host_cancels_and_crf28_keeps_most_bits():

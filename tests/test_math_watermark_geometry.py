@@ -204,20 +204,55 @@ def test_downsample_box_averages_to_at_most_the_given_side():
   np.testing.assert_array_equal(wm._downsample(y, 10), y)
 
 
-def test_demodulator_cancels_a_still_host_and_a_fade_and_returns_the_modulated_pattern():
+def test_demodulator_cancels_a_still_host_a_fade_and_a_slow_drift_and_returns_each_harmonic():
   rng = np.random.default_rng(2)
   host = rng.random((16, 16)).astype(np.float32)
+  drift = rng.random((16, 16)).astype(np.float32)
   pattern = rng.normal(size=(16, 16)).astype(np.float32)
   t = np.arange(60) / 25 + 0.3                                             # A trimmed start: t0 = 0.3 s.
   d = wm.Demodulator(most=16)
   for ti in t:
-    y = host * (1 - 0.1 * (ti - 0.3)) + 0.01 * np.cos(2 * np.pi * ti) * pattern   # Fading host + mark.
+    u = ti - 0.3
+    y = (host * (1 - 0.1 * u) + 0.02 * drift * u ** 3                      # Fading host, cubic drift, mark:
+         + 0.01 * np.cos(2 * np.pi * ti) * pattern + 0.004 * np.sin(6 * np.pi * ti) * pattern)
     d.add(np.repeat(y[..., None], 3, -1), ti)
-  c, s = d.images()
-  np.testing.assert_allclose(c, 0.01 * pattern, atol=2e-4)                # The pattern, in luminance units.
-  np.testing.assert_allclose(s, 0.0, atol=2e-4)
+  images = d.images()
+  assert len(images) == 2 * len(wm.HARMONICS)                             # cos, sin of 1, 3 and 5 Hz.
+  expected = [0.01 * pattern, 0, 0, 0.004 * pattern, 0, 0]                 # In luminance units.
+  for img, want in zip(images, expected):
+    np.testing.assert_allclose(img, want, atol=2e-4)
   still = wm.Demodulator(most=16)
-  for ti in t[:3]:
+  for ti in t[:25]:
     still.add(np.repeat(host[..., None], 3, -1), ti)
   assert all(np.abs(img).max() < 1e-6 for img in still.images())
+  short = wm.Demodulator(most=16)                                          # Fewer frames than terms: None.
+  for ti in t[:5]:
+    short.add(np.repeat(host[..., None], 3, -1), ti)
+  assert short.images() is None
   assert wm.Demodulator().images() is None
+
+
+def test_harmonic_amplitudes_are_the_waves_sine_series():
+  b = wm._harmonic_amplitudes((1, 3, 5))
+  t = np.arange(1000) / 1000 * wm.PERIOD_S
+  approx = sum(bk * np.sin(2 * np.pi * k * t / wm.PERIOD_S) for bk, k in zip(b, (1, 3, 5)))
+  assert b[0] > b[1] > b[2] > 0                                            # The flips live in 3 and 5 Hz.
+  assert np.mean((approx - wm.wave(t)) ** 2) < 0.02 * np.mean(wm.wave(t) ** 2)   # 98% of its energy.
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.3, 0.77])
+def test_decoder_finds_the_waves_phase_and_sign_from_the_harmonics(phase):
+  chips, onehot = wm._layout()
+  signs = wm.coded_signs(0x2B02_6F98_2012_3456)
+  cells = (chips * (onehot @ signs).reshape(G, G)).astype(np.float32)
+  pattern = np.kron(cells, np.ones((2, 2), np.float32))
+  b = wm._harmonic_amplitudes(wm.HARMONICS)
+  rng = np.random.default_rng(3)
+  images = []
+  for bk, k in zip(b, wm.HARMONICS):                                       # A clock `phase` of a period ahead.
+    th = 2 * np.pi * k * phase
+    images += [bk * np.sin(th) * pattern, bk * np.cos(th) * pattern]
+  images = [(0.01 * img + 0.01 * rng.normal(size=img.shape)).astype(np.float32) for img in images]
+  payload, z_pilot, agree, z_K = wm._decode_at(images, wm._pair_sigmas(images), 0.0, 1.0, 0.0, 1.0)
+  assert payload == 0x2B02_6F98_2012_3456 and z_pilot > 0 and agree > 0.99
+  assert np.mean(np.sign(z_K) == signs) > 0.99

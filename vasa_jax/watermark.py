@@ -26,14 +26,19 @@ Scheme (spread spectrum, modulated in time so that a still host cancels):
   P-frames; they are abrupt enough (the full 2x amplitude within ~3 frames) for the
   encoder to code them where it would skip a slow drift.
 - Detection reads each frame's time stamp (so a 15 fps copy or a trimmed start
-  still lines up), projects the luminance frames on the cosine and sine of the wave's
-  1 Hz fundamental after removing each pixel's mean and linear trend (so a still
-  host, a fade or a slow lighting drift cancels), and gets two images in which the
-  mark appears as cos(phase) P and sin(phase) P. It searches crop scale and offset
-  on both with a phase-free energy statistic over all 189 bit groups, takes the
-  phase from the bit groups' principal direction and the sign from the pilot, and
-  Viterbi-decodes; the CRC-24 decides "found" (a false match needs the CRC to pass
-  by chance: 2^-24 per decoding attempt, 3 attempts at most).
+  still lines up) and fits each luminance pixel's series by least squares with a
+  cubic polynomial in time (a still host, a fade, a slow drift or slow motion) plus
+  the cosine and sine of the wave's odd harmonics 1, 3 and 5 Hz; the six coefficient
+  images hold the mark as b_k sin(k phase) P and b_k cos(k phase) P (b_k: the wave's
+  sine series). The flips live in the 3 and 5 Hz harmonics, where a moving host (head
+  or camera motion, smooth in time) leaks far less than into the 1 Hz fundamental.
+  The detector searches crop scale and offset on all six with a phase-free energy
+  statistic over the 189 bit groups, then tries the wave's phase on a grid with
+  matched weights over the images, reweights each harmonic by how much of the mark it
+  shows there (motion drowns the fundamental, the codec the upper harmonics), takes
+  the sign from the pilot, and Viterbi-decodes; the CRC-24 decides "found" (a false
+  match needs the CRC to pass by chance: 2^-24 per decoding attempt, 3 attempts at
+  most).
 
 Measured (benchmarks/watermark_robustness.py; README "Responsible use" has the
 table): real portraits held still and moving, at 128^2, 256^2 and 512^2, through
@@ -75,6 +80,9 @@ _OFFSET_STEP = 1.0 / (2 * GRID)
 _BUDGET_RMS = 10 ** (-38 / 20)  # Mark RMS of a 38 dB PSNR: the most any frame gets.
 _CLIP = 2.5  # Detector clips cell residuals at this many robust sigmas.
 _MIN_SPAN_S = 0.75  # Shorter clips hold less than one flip of the wave each way: not searched.
+HARMONICS = (1, 3, 5)  # Of the wave, read by the detector.
+_PHASES = 128  # Grid of the wave's phase in the decoder.
+TREND = 3  # Degree of the polynomial in time fitted to each pixel (a still host, a fade, slow motion).
 
 
 # --------------------------------------------------------------------------- payload
@@ -167,6 +175,23 @@ def wave(t_seconds, xp=np):
   """The mark's sign over time: a smoothed square wave of period PERIOD_S, in [-1, 1]."""
   s = xp.sin(2 * np.pi * xp.asarray(t_seconds) / PERIOD_S)
   return xp.sin(0.5 * np.pi * xp.clip(SHARPNESS * s, -1.0, 1.0))
+
+
+@functools.lru_cache(maxsize=None)
+def _harmonic_amplitudes(harmonics):
+  """b_k of the wave's sine series w(t) = sum_k b_k sin(2 pi k t / PERIOD_S), for each k in `harmonics`."""
+  t = (np.arange(4096) + 0.5) / 4096 * PERIOD_S
+  w = wave(t)
+  return np.array([2 * np.mean(w * np.sin(2 * np.pi * k * t / PERIOD_S)) for k in harmonics])
+
+
+def _template(harmonics, sigmas, phases):
+  """Unit weights [phases, 2 * len(harmonics)] over the images (cos, sin of each harmonic): the mark's
+  expected z-score in each image when the video's clock is `phase` of a period ahead of the wave's."""
+  b = _harmonic_amplitudes(tuple(harmonics))
+  th = 2 * np.pi * np.asarray(phases)[:, None] * np.asarray(harmonics)[None, :]
+  m = np.stack([b * np.sin(th), b * np.cos(th)], -1).reshape(len(phases), -1) / np.asarray(sigmas)[None, :]
+  return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -300,7 +325,7 @@ def _energy_z(pair, hyp_y, hyp_x, sigmas, chunk=8):
       r, _ = _residuals(img, hyp_y[i:i + chunk], hyp_x, sigma)
       soft, energy = _group_sums(r, chips_GxG, onehot_CxK)
       q = q + (soft * soft / np.maximum(energy, 1e-9)).sum(-1)
-    zs.append((q - 2 * k) / np.sqrt(4 * k))
+    zs.append((q - len(pair) * k) / np.sqrt(2 * len(pair) * k))
   return np.concatenate(zs)
 
 
@@ -318,24 +343,34 @@ def _refine(pair, sigmas, oy, sy, ox, sx):
   return oy, sy, ox, sx
 
 
-def _decode_at(pair, sigmas, oy, sy, ox, sx):
+def _decode_at(pair, sigmas, oy, sy, ox, sx, harmonics=None):
   """Payload (None unless the CRC holds), pilot z, agreement and the groups' z-scores at one crop."""
   chips_GxG, onehot_CxK = _layout()
+  harmonics = HARMONICS if harmonics is None else harmonics
   sums = []
   for img, sigma in zip(pair, sigmas):
     r, _ = _residuals(img, [(oy, sy)], [(ox, sx)], sigma)
     sums.append(_group_sums(r[0, 0], chips_GxG, onehot_CxK))
-  (sc, ec), (ss, es) = sums
-  # The mark is cos(phase) P in one image and sin(phase) P in the other: the bit groups'
-  # principal direction gives the phase up to sign, the pilot (always +1) the sign.
-  xy = np.stack([sc / np.sqrt(np.maximum(ec, 1e-9)), ss / np.sqrt(np.maximum(es, 1e-9))])
-  _, vecs = np.linalg.eigh(xy @ xy.T)
-  c, s = vecs[:, -1]
-  if c * sc[-1] + s * ss[-1] < 0:
-    c, s = -c, -s
-  soft = c * sc + s * ss
-  energy = c * c * ec + s * s * es
-  z_K = soft / np.sqrt(np.maximum(energy, 1e-9))  # Per group: a z-score (~N(0, 1) without a mark).
+  soft_NxK = np.stack([s for s, _ in sums])
+  energy_NxK = np.stack([e for _, e in sums])
+  # The mark is b_k P sin(k theta) in harmonic k's cos image and b_k P cos(k theta) in its sin image
+  # (theta: the wave's phase at the video's time 0, unknown after a trimmed start). Each phase on a
+  # grid gives matched weights over the images; the one whose bit groups answer most is taken, the
+  # pilot (always +1) picks between theta and theta + pi (the same wave, negated).
+  xy = soft_NxK / np.sqrt(np.maximum(energy_NxK, 1e-9))  # Per image and group: a z-score.
+  u = _template(harmonics, sigmas, np.arange(_PHASES) / _PHASES)
+  zs = u @ xy
+  best = int(np.argmax((zs[:, :-1] ** 2).sum(1) * np.sign(zs[:, -1])))
+  z_K = zs[best]
+  # Reweight each harmonic by how much of the mark it shows at that phase (a moving host drowns
+  # the fundamental in some videos, the codec the upper harmonics in others).
+  th = 2 * np.pi * best / _PHASES * np.asarray(harmonics)
+  unit = np.stack([np.sin(th), np.cos(th)], -1).reshape(-1)
+  decided = np.sign(z_K)
+  seen = ((unit[:, None] * xy) * decided).reshape(len(harmonics), 2, -1).sum(1).mean(-1)
+  if seen.max() > 0:
+    u = unit * np.repeat(np.maximum(seen, 0.0), 2)
+    z_K = (u / np.linalg.norm(u)) @ xy  # Per group: a z-score (~N(0, 1) without a mark).
   payload, recoded = ecc.decode(z_K[:-1])
   agree = float(np.mean((z_K[:-1] > 0) == (recoded > 0)))
   return payload, float(z_K[-1]), agree, z_K
@@ -349,18 +384,32 @@ def _downsample(y_HxW: np.ndarray, most: int) -> np.ndarray:
 
 
 class Demodulator:
-  """Accumulates luminance frames with their times; `images()` gives the two quadrature images.
+  """Accumulates luminance frames with their times; `images()` gives the quadrature images.
 
-  Memory is constant in the number of frames: only sums over frames are kept.
+  Each pixel's series is fitted by least squares with a polynomial in time (degree TREND:
+  a still host, a fade, a slow drift or slow motion) plus the cosine and sine of each of
+  the wave's HARMONICS; the images are the harmonics' coefficients. The flips of the
+  wave live in its odd harmonics (3, 5 Hz), where smooth head or camera motion, which
+  leaks into the 1 Hz fundamental, has little energy. Memory is constant in the number
+  of frames: only sums over frames are kept.
   """
 
-  def __init__(self, most: int = 4 * GRID):
+  def __init__(self, most: int = 4 * GRID, harmonics=None, trend=None):
     self.most = most
+    self.harmonics = tuple(HARMONICS if harmonics is None else harmonics)
+    self.trend = TREND if trend is None else trend
     self.count = 0
     self.t0 = None
-    self._scalars = np.zeros(9)  # sums of 1, t, t^2, c, s, t c, t s, c^2, s^2, plus c s below
-    self._cs = 0.0
-    self._images = None  # sums of Y, t Y, c Y, s Y
+    p = self.trend + 1 + 2 * len(self.harmonics)
+    self._gram = np.zeros((p, p))
+    self._images = None  # sums of basis_j * Y
+
+  def _basis(self, t, t_abs):
+    ph = 2 * np.pi * t_abs / PERIOD_S
+    out = [t ** d for d in range(self.trend + 1)]
+    for k in self.harmonics:
+      out += [math.cos(k * ph), math.sin(k * ph)]
+    return np.array(out)
 
   def add(self, frame_HxWx3, t_seconds: float) -> None:
     f = np.asarray(frame_HxWx3)
@@ -369,43 +418,46 @@ class Demodulator:
     if self.t0 is None:
       self.t0 = float(t_seconds)
     t = float(t_seconds) - self.t0
-    ph = 2 * np.pi * float(t_seconds) / PERIOD_S
-    c, s = math.cos(ph), math.sin(ph)
+    b = self._basis(t, float(t_seconds))
     if self._images is None:
-      self._images = np.zeros((4,) + y.shape)
-    self._images += np.stack([y, t * y, c * y, s * y])
-    self._scalars += [1, t, t * t, c, s, t * c, t * s, c * c, s * s]
-    self._cs += c * s
+      self._images = np.zeros((len(b),) + y.shape)
+    self._images += b[:, None, None] * y[None]
+    self._gram += np.outer(b, b)
     self.count += 1
     self.span = t
 
   def images(self):
-    """(cos image, sin image): the frames' correlation with the wave's fundamental after each
-    pixel's mean and linear trend are removed; None for fewer than 3 frames."""
-    if self.count < 3:
+    """[cos, sin] image of each harmonic in turn (2 per harmonic), in luminance units; None for too
+    few frames to fit."""
+    p = self._gram.shape[0]
+    if self.count < p + 1:
       return None
-    n, st, stt, sc, ss, stc, sts, scc, sss = self._scalars
-    a_2x2 = np.array([[n, st], [st, stt]])
-    out = []
-    for wsum, twsum, wimg, ww in ((sc, stc, self._images[2], scc), (ss, sts, self._images[3], sss)):
-      beta = np.linalg.lstsq(a_2x2, np.array([wsum, twsum]), rcond=None)[0]
-      img = wimg - beta[0] * self._images[0] - beta[1] * self._images[1]
-      norm = ww - beta @ a_2x2 @ beta
-      out.append((img / max(norm, 1e-9)).astype(np.float32))
-    return out
+    inv = np.linalg.pinv(self._gram, rcond=1e-10)
+    q = self.trend + 1
+    coef = np.tensordot(inv[q:], self._images, axes=1)
+    return [c.astype(np.float32) for c in coef]
+
+
+def _pair_sigmas(images):
+  """Robust noise scale of each image, shared within each harmonic's cos/sin pair (the mark's share
+  between them is its phase)."""
+  raw = [_residuals(p, [(0.0, 1.0)], [(0.0, 1.0)])[1] for p in images]
+  out = []
+  for i in range(0, len(raw), 2):
+    s = float(np.sqrt(np.mean(np.square(raw[i:i + 2]))))
+    out += [s] * len(raw[i:i + 2])
+  return out
 
 
 def detect_pair(pair, frames_used: int = 0, seconds: float = 0.0, *, attempts: int = ATTEMPTS) -> Detection:
-  """Detects the watermark in the two quadrature images of a `Demodulator`."""
+  """Detects the watermark in the quadrature images of a `Demodulator` (cos and sin per harmonic)."""
   none = Detection(False, None, 0.0, None, 0.0, frames_used, (0.0, 0.0, 1.0, 1.0), seconds)
   if pair is None or not all(np.isfinite(p).all() for p in pair):
     return none
-  sigmas = [_residuals(p, [(0.0, 1.0)], [(0.0, 1.0)])[1] for p in pair]
+  sigmas = _pair_sigmas(pair)
   if max(sigmas) < 1e-7:  # Nothing changes between frames (a still image or a frozen video).
     return none
-  # Both images on the same noise scale: the mark's share between them is its phase.
-  sigma = float(np.sqrt(np.mean(np.square(sigmas))))
-  sigmas = [sigma, sigma]
+  sigmas = [max(s, 1e-7) for s in sigmas]
   hyps = _hypotheses()
   z_all = _energy_z(pair, hyps, hyps, sigmas)
   # The full frame first (the common case), then the crops that answer best.
