@@ -21,11 +21,12 @@ def _sampler(decode_batch=4, mean=0.0, std=1.0, still=False):
   s.frames_out, s.first_frame_latency, s._window_started = 0, None, 0.0
   s.timings = {"diffusion": [], "decode": []}
   s.mean, s.std, s.label_space = np.float32(mean), np.float32(std), False
-  s.calls = []
+  s.calls, s.times, s.fps = [], [], 25
 
-  def decode_step(params, app, motion_BxM, signs):
+  def decode_step(params, app, motion_BxM, signs, times_B):
     assert (params, app, signs) == ("params", "portrait", "signs")
     s.calls.append(np.asarray(motion_BxM))
+    s.times.append(np.asarray(times_B))
     return np.asarray(motion_BxM)[:, :1, None, None] * np.ones((1, 2, 2, 3))   # Frame i: all its motion[0].
 
   s.decode_step = decode_step
@@ -39,6 +40,8 @@ def test_render_decodes_the_first_frame_alone_then_full_padded_batches():
   frames = list(s.render(motion))
   assert [c.shape[0] for c in s.calls] == [1, 4, 4, 4]
   np.testing.assert_array_equal(s.calls[3][:, 0], [9, 9, 9, 9])        # Padding repeats the last row.
+  # The watermark's frame times: index in the video / fps, padding included (it is cut off).
+  np.testing.assert_allclose(np.concatenate(s.times), np.arange(13) / 25, rtol=1e-6)
   np.testing.assert_array_equal([f[0, 0, 0] for f in frames], np.arange(10))
   assert s.frames_out == 10 and len(s.timings["decode"]) == 4
   assert 0 <= s.first_frame_latency < 60 and all(0 <= t < 60 for t in s.timings["decode"])   # Durations in s.

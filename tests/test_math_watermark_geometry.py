@@ -16,10 +16,12 @@ G = wm.GRID
 
 def test_payload_bit_layout():
   tag = int.from_bytes(hashlib.sha256(b"ckpt").digest()[:3], "big")
-  assert wm.checkpoint_tag("ckpt") == tag
-  assert wm.make_payload("ckpt", 5) == (1 << 60) | (tag << 36) | 5
+  assert wm.checkpoint_tag("ckpt") == tag                               # A name that is not hex: hashed.
+  assert wm.checkpoint_tag("b026f98220889c71") == 0xB026F9                 # A hex digest: its first 6 digits,
+  assert wm.checkpoint_tag("B026F9") == 0xB026F9                           # so payload and metadata read alike.
+  assert wm.make_payload("ckpt", 5) == (2 << 60) | (tag << 36) | 5
   big = (1 << 36) - 1
-  assert wm.parse_payload(wm.make_payload("ckpt", big)) == {"version": 1, "checkpoint_tag": f"{tag:06x}",
+  assert wm.parse_payload(wm.make_payload("ckpt", big)) == {"version": 2, "checkpoint_tag": f"{tag:06x}",
                                                               "generation_id": big}
   assert wm.make_payload("ckpt", 0) & big == 0
   for bad in (-1, 1 << 36):
@@ -29,18 +31,22 @@ def test_payload_bit_layout():
   assert len(fresh) == 32 and all(0 <= g < 1 << 36 for g in fresh)     # Random ids: 36 bits each.
 
 
-def test_layout_has_a_quarter_pilot_cells_and_spreads_every_bit_evenly():
+def test_layout_has_an_eighth_pilot_cells_and_spreads_every_bit_evenly():
   chips, onehot = wm._layout()
   assert chips.shape == (G, G) and set(np.unique(chips)) == {-1.0, 1.0}
   assert 0.45 < (chips > 0).mean() < 0.55
   assert onehot.shape == (G * G, ecc.CODED_BITS + 1) and (onehot.sum(1) == 1).all()
   per_bit = onehot.sum(0)
-  assert per_bit[-1] == G * G // 4
-  # 3,072 data cells over 188 bits: the first 64 bits get 17 cells, the rest 16.
-  np.testing.assert_array_equal(per_bit[:-1], np.where(np.arange(ecc.CODED_BITS) < 3 * G * G // 4 % ecc.CODED_BITS,
-                                                       17, 16))
+  assert per_bit[-1] == G * G // 8
+  # 896 data cells over 188 bits: the first 144 bits get 5 cells, the rest 4.
+  data = G * G - G * G // 8
+  np.testing.assert_array_equal(per_bit[:-1], np.where(np.arange(ecc.CODED_BITS) < data % ecc.CODED_BITS,
+                                                       data // ecc.CODED_BITS + 1, data // ecc.CODED_BITS))
   pilot = onehot[:, -1].reshape(G, G)
-  assert 0.8 < pilot[:G // 2].sum() / pilot[G // 2:].sum() < 1.25            # Spread over the frame, not a block.
+  assert 0.7 < pilot[:G // 2].sum() / pilot[G // 2:].sum() < 1.4            # Spread over the frame, not a block.
+  order, starts = wm._groups()                                              # The sums' fast path: same groups.
+  np.testing.assert_array_equal(np.diff(np.append(starts, G * G)), per_bit)
+  np.testing.assert_array_equal(onehot.argmax(1)[order], np.repeat(np.arange(ecc.CODED_BITS + 1), per_bit.astype(int)))
 
 
 def test_coded_signs_are_the_code_as_plus_minus_one_then_the_pilot():
@@ -69,14 +75,27 @@ def test_cell_matrix_averages_the_pixels_of_each_cell_and_marks_covered_cells():
   np.testing.assert_array_equal(m[0, :1], [1.0])                       # A one-pixel cell is that pixel.
 
 
-def test_spread_matrix_is_a_tent_through_the_cell_centres():
-  np.testing.assert_allclose(wm._spread_matrix(G), np.eye(G))
-  s = wm._spread_matrix(2 * G)
+def test_spread_matrix_fills_each_cell_with_a_short_cross_fade_at_its_borders():
+  np.testing.assert_allclose(wm._spread_matrix(G), np.eye(G))             # One pixel per cell: the cell.
+  s = wm._spread_matrix(10 * G)                                            # 10 pixels per cell.
   np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(s[0, :2], [1.0, 0.0])                   # Before the first centre: clamped.
-  np.testing.assert_allclose(s[1, :2], [0.75, 0.25])
-  np.testing.assert_allclose(s[2, :2], [0.25, 0.75])
-  np.testing.assert_allclose(s[-1, -2:], [0.0, 1.0])
+  np.testing.assert_allclose(s[:3, 0], 1.0)                                # Inside the first cell: that cell.
+  np.testing.assert_allclose(s[13:17, 1], 1.0)                             # The middle of cell 1: only cell 1.
+  # Pixel 9 (centre 9.5 of 10: 0.45 cells from the centre of cell 0, 0.05 into the 0.3-cell fade).
+  np.testing.assert_allclose(s[9, :2], [(0.65 - 0.45) / 0.3, (0.65 - 0.55) / 0.3], rtol=1e-5)
+  np.testing.assert_allclose(s[-1, -1], 1.0)
+  hard = wm._spread_matrix(4 * G, edge=0.0)                                # No fade: a plain box.
+  np.testing.assert_array_equal(hard, np.kron(np.eye(G), np.ones((4, 1))))
+
+
+def test_wave_is_a_smoothed_square_wave_of_period_one_second():
+  t = np.linspace(0, 2, 2001)
+  w = wm.wave(t)
+  assert np.abs(w).max() <= 1.0 and w.mean() == pytest.approx(0.0, abs=1e-3)
+  assert (np.abs(w) > 0.999).mean() > 0.75                                # Plateaus most of the time.
+  np.testing.assert_allclose(wm.wave(t + 1.0), w, atol=1e-9)
+  assert wm.wave(0.25) == pytest.approx(1.0) and wm.wave(0.75) == pytest.approx(-1.0)
+  assert np.abs(np.diff(wm.wave(np.arange(50) / 25))).max() < 1.3         # A flip takes ~3 frames at 25 fps.
 
 
 def test_highpass_subtracts_the_mean_of_the_valid_neighbours():
@@ -104,7 +123,7 @@ def test_highpass_subtracts_the_mean_of_the_valid_neighbours():
   assert r[5, 5] == pytest.approx(-2.0) and r[5, 6] == pytest.approx(2.0)
 
 
-def test_texture_mask_from_flat_to_textured():
+def test_texture_mask_from_flat_to_textured():  # noqa: D103
   np.testing.assert_allclose(wm._texture_mask(np.array([0.0, 0.04, 1e9])), [0.5, 1.25, 2.0], rtol=1e-6)
 
 
@@ -159,18 +178,23 @@ def test_group_sums_count_each_bits_cells():
   np.testing.assert_allclose(soft[1], -onehot.sum(0))
 
 
-def test_pilot_z_is_the_pilot_correlation_under_each_hypothesis_in_any_chunking():
+def test_energy_z_is_the_standardised_sum_of_both_images_group_energies():
   rng = np.random.default_rng(1)
-  y = rng.random((2 * G, 2 * G)).astype(np.float32)
+  pair = [rng.random((2 * G, 2 * G)).astype(np.float32) for _ in range(2)]
   hyp_y, hyp_x = wm._hypotheses()[:11], wm._hypotheses()[:2]
-  z, sigma = wm._pilot_z(y, hyp_y, hyp_x, 0.1, chunk=4)
-  assert z.shape == (11, 2) and sigma == 0.1
+  z = wm._energy_z(pair, hyp_y, hyp_x, [0.1, 0.2], chunk=4)
+  assert z.shape == (11, 2)
   chips, onehot = wm._layout()
+  k = onehot.shape[1]
   for i in (0, 5, 10):
     for j in (0, 1):
-      r, _ = wm._residuals(y, [hyp_y[i]], [hyp_x[j]], 0.1)
-      soft, energy = wm._group_sums(r[0, 0], chips, onehot)
-      assert z[i, j] == pytest.approx(soft[-1] / np.sqrt(energy[-1]), rel=1e-4)
+      q = 0.0
+      for img, sigma in zip(pair, [0.1, 0.2]):
+        r, _ = wm._residuals(img, [hyp_y[i]], [hyp_x[j]], sigma)
+        soft, energy = wm._group_sums(r[0, 0], chips, onehot)
+        q += (soft ** 2 / energy).sum()
+      assert z[i, j] == pytest.approx((q - 2 * k) / np.sqrt(4 * k), rel=1e-4)
+  assert abs(float(z[0, 0])) < 4                                           # Noise: about N(0, 1).
 
 
 def test_downsample_box_averages_to_at_most_the_given_side():
@@ -180,10 +204,55 @@ def test_downsample_box_averages_to_at_most_the_given_side():
   np.testing.assert_array_equal(wm._downsample(y, 10), y)
 
 
-def test_mean_luma_of_uint8_and_float_frames():
-  frames = np.zeros((2, 2, 3, 3), np.uint8)
-  frames[0, ..., 0] = 255
-  frames[1, ..., 1] = 51
-  want = (0.299 * 255 + 0.587 * 51) / 2 / 255
-  np.testing.assert_allclose(wm.mean_luma(frames), np.full((2, 3), want), rtol=1e-6)
-  np.testing.assert_allclose(wm.mean_luma(frames.astype(np.float32) / 255), np.full((2, 3), want), rtol=1e-6)
+def test_demodulator_cancels_a_still_host_a_fade_and_a_slow_drift_and_returns_each_harmonic():
+  rng = np.random.default_rng(2)
+  host = rng.random((16, 16)).astype(np.float32)
+  drift = rng.random((16, 16)).astype(np.float32)
+  pattern = rng.normal(size=(16, 16)).astype(np.float32)
+  t = np.arange(60) / 25 + 0.3                                             # A trimmed start: t0 = 0.3 s.
+  d = wm.Demodulator(most=16)
+  for ti in t:
+    u = ti - 0.3
+    y = (host * (1 - 0.1 * u) + 0.02 * drift * u ** 3                      # Fading host, cubic drift, mark:
+         + 0.01 * np.cos(2 * np.pi * ti) * pattern + 0.004 * np.sin(6 * np.pi * ti) * pattern)
+    d.add(np.repeat(y[..., None], 3, -1), ti)
+  images = d.images()
+  assert len(images) == 2 * len(wm.HARMONICS)                             # cos, sin of 1, 3 and 5 Hz.
+  expected = [0.01 * pattern, 0, 0, 0.004 * pattern, 0, 0]                 # In luminance units.
+  for img, want in zip(images, expected):
+    np.testing.assert_allclose(img, want, atol=2e-4)
+  still = wm.Demodulator(most=16)
+  for ti in t[:25]:
+    still.add(np.repeat(host[..., None], 3, -1), ti)
+  assert all(np.abs(img).max() < 1e-6 for img in still.images())
+  short = wm.Demodulator(most=16)                                          # Fewer frames than terms: None.
+  for ti in t[:5]:
+    short.add(np.repeat(host[..., None], 3, -1), ti)
+  assert short.images() is None
+  assert wm.Demodulator().images() is None
+
+
+def test_harmonic_amplitudes_are_the_waves_sine_series():
+  b = wm._harmonic_amplitudes((1, 3, 5))
+  t = np.arange(1000) / 1000 * wm.PERIOD_S
+  approx = sum(bk * np.sin(2 * np.pi * k * t / wm.PERIOD_S) for bk, k in zip(b, (1, 3, 5)))
+  assert b[0] > b[1] > b[2] > 0                                            # The flips live in 3 and 5 Hz.
+  assert np.mean((approx - wm.wave(t)) ** 2) < 0.02 * np.mean(wm.wave(t) ** 2)   # 98% of its energy.
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.3, 0.77])
+def test_decoder_finds_the_waves_phase_and_sign_from_the_harmonics(phase):
+  chips, onehot = wm._layout()
+  signs = wm.coded_signs(0x2B02_6F98_2012_3456)
+  cells = (chips * (onehot @ signs).reshape(G, G)).astype(np.float32)
+  pattern = np.kron(cells, np.ones((2, 2), np.float32))
+  b = wm._harmonic_amplitudes(wm.HARMONICS)
+  rng = np.random.default_rng(3)
+  images = []
+  for bk, k in zip(b, wm.HARMONICS):                                       # A clock `phase` of a period ahead.
+    th = 2 * np.pi * k * phase
+    images += [bk * np.sin(th) * pattern, bk * np.cos(th) * pattern]
+  images = [(0.01 * img + 0.01 * rng.normal(size=img.shape)).astype(np.float32) for img in images]
+  payload, z_pilot, agree, z_K = wm._decode_at(images, wm._pair_sigmas(images), 0.0, 1.0, 0.0, 1.0)
+  assert payload == 0x2B02_6F98_2012_3456 and z_pilot > 0 and agree > 0.99
+  assert np.mean(np.sign(z_K) == signs) > 0.99

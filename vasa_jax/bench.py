@@ -113,10 +113,13 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   features_flops = _flops(jax.jit(mm.features), model.motion_params, wav)
   window_flops = features_flops + warm.steps * step_flops
   motion = jnp.zeros((warm.decode_batch, warm.portrait_motion.size))  # What the decoder takes: latents.
-  decode_flops = _flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs) / warm.decode_batch
+  times = jnp.arange(warm.decode_batch, dtype=jnp.float32) / warm.fps  # The watermark's frame times.
+  decode_flops = _flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times) / warm.decode_batch
   t_window = _best_time(warm.window_step, *args, repeats=2, min_time=0.0)
-  t_decode = _best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, repeats=2, min_time=0.0)
-  t_decode1 = _best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, repeats=2, min_time=0.0)
+  t_decode = _best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times, repeats=2,
+                        min_time=0.0)
+  t_decode1 = _best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, times[:1],
+                         repeats=2, min_time=0.0)
   feats = jax.jit(warm.motion_model.features)
   t_feats = _best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
   size = model.face_cfg.face.image_size

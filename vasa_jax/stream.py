@@ -57,7 +57,7 @@ class StreamingSampler:
     self.still = still
     self.decode_batch = decode_batch
     self.mean, self.std = np.asarray(bundle.mean), np.asarray(bundle.std)
-    wm_cfg = None if watermark is None else (watermark.strength, watermark.host_rejection)
+    wm_cfg = None if watermark is None else (watermark.strength,)
     self.face, self.motion_model, self.decode_step = _compiled(
         fcfg.to_json(), mcfg.to_json(), int(bundle.mean.size), wm_cfg, label)
     self.encode_step = self.face.encode_jit
@@ -150,7 +150,11 @@ class StreamingSampler:
       t0 = time.perf_counter()
       size = 1 if alone and start == 0 else self.decode_batch
       chunk, pad = pad_batch(np.asarray(motion_NxM[start:end]), size)
-      frames = np.asarray(self.decode_step(self.bundle.face_params, self.portrait, jnp.asarray(chunk), self.signs))
+      # Each frame's time from the video's start: the watermark's sign wave depends on it, so
+      # streaming and offline runs (and any batching) mark the same frame the same way.
+      times = (self.frames_out + np.arange(size, dtype=np.float32)) / np.float32(self.fps)
+      frames = np.asarray(self.decode_step(self.bundle.face_params, self.portrait, jnp.asarray(chunk), self.signs,
+                                           jnp.asarray(times)))
       frames = frames[:size - pad]
       self.timings["decode"].append(time.perf_counter() - t0)
       if self.first_frame_latency is None:
@@ -168,14 +172,15 @@ def _compiled(face_json: str, motion_json: str, motion_dim: int, wm_cfg, label: 
   motion = MotionModel(ml_collections.ConfigDict(json.loads(motion_json)), motion_dim=motion_dim)
 
   @jax.jit
-  def decode(params, app, motion_BxM, signs_K):
-    """Motion -> uint8 frames. The watermark (payload bits `signs_K`) and the optional visible
-    label are applied in the same compiled step, on the same device, before quantisation."""
+  def decode(params, app, motion_BxM, signs_K, times_B):
+    """Motion -> uint8 frames. The watermark (payload bits `signs_K`, frame times `times_B` in
+    seconds) and the optional visible label are applied in the same compiled step, on the same
+    device, before quantisation."""
     img = face.decode_motion(params, app, motion_BxM)
     if label:
       img = provenance.add_label(img)
     if wm_cfg is not None:
-      img = watermark_lib.embed(img, signs_K, *wm_cfg)
+      img = watermark_lib.embed(img, signs_K, times_B, *wm_cfg)
     return jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.uint8)
 
   return face, motion, decode

@@ -37,6 +37,10 @@ def c2pa_status(path: str) -> str:
   return text + (f" ({', '.join(failures)})" if failures else "")
 
 
+def _one_in(p: float) -> str:
+  return f"1 in {1 / p:,.0f}" if p > 0 else "0"
+
+
 def report(path: str, max_frames: int = 500) -> dict:
   """Everything `verify` prints, as a dict."""
   result = watermark.detect(path, max_frames=max_frames)
@@ -46,10 +50,13 @@ def report(path: str, max_frames: int = 500) -> dict:
       "watermark_found": result.found,
       "payload": f"{result.payload:016x}" if result.payload is not None else None,
       "payload_fields": result.fields,
-      "confidence_z": round(result.confidence, 2),
-      "p_value": result.p_value,
+      # Found: the chance that a video without the mark passes the CRC-24 check this many times
+      # by luck. Not found: nothing (a small number next to "not found" reads as evidence).
+      "false_match_chance": result.false_match,
+      "signal": round(result.signal, 1),
       "bit_agreement": round(result.bit_agreement, 3),
       "frames_used": result.frames_used,
+      "seconds_used": round(result.seconds, 2),
       "crop": [round(c, 3) for c in result.crop],
       "metadata": {k: v for k, v in tags.items() if k not in ("major_brand", "minor_version", "compatible_brands")},
       "c2pa": c2pa_status(path),
@@ -57,6 +64,10 @@ def report(path: str, max_frames: int = 500) -> dict:
   claimed = tags.get("watermark_payload")
   if claimed and result.payload is not None:
     out["metadata_matches_watermark"] = claimed == out["payload"]
+  checkpoint = tags.get("checkpoint_hash")
+  if checkpoint and result.payload is not None:
+    # The payload carries the first 6 hex digits of the checkpoint hash (payload version 2).
+    out["checkpoint_matches_metadata"] = watermark.checkpoint_tag(checkpoint) == (result.payload >> 36) & 0xFFFFFF
   return out
 
 
@@ -66,13 +77,19 @@ def _main(args) -> int:
     print(json.dumps(info, indent=2))
   else:
     if info["watermark_found"]:
-      print(f"watermark: FOUND  payload {info['payload']}  {info['payload_fields']}")
+      f = info["payload_fields"]
+      print(f"watermark: FOUND (payload {info['payload']}: checkpoint {f['checkpoint_tag']}..., "
+            f"generation {f['generation_id']}, version {f['version']})")
+      print(f"confidence: an unmarked video passes this check by chance about {_one_in(info['false_match_chance'])} "
+            f"times (read from {info['frames_used']} frames, {info['seconds_used']:.1f} s)")
     else:
-      print("watermark: not found")
-    print(f"confidence: pilot z={info['confidence_z']}  p<={info['p_value']:.2g}  "
-          f"bit agreement {info['bit_agreement']:.1%}  over {info['frames_used']} frames")
-    if "metadata_matches_watermark" in info:
-      print(f"metadata payload matches watermark: {info['metadata_matches_watermark']}")
+      print(f"watermark: not found (read {info['frames_used']} frames, {info['seconds_used']:.1f} s; "
+            "a still image, a clip under 1 s or a heavily processed copy can lose it)")
+    if "checkpoint_matches_metadata" in info:
+      print(f"metadata: checkpoint {info['metadata'].get('checkpoint_hash')} "
+            f"{'matches' if info['checkpoint_matches_metadata'] else 'does NOT match'} the watermark's "
+            f"checkpoint {info['payload_fields']['checkpoint_tag']}...; payload "
+            f"{'matches' if info.get('metadata_matches_watermark') else 'does NOT match'}")
     meta = info["metadata"]
     print("metadata: " + (", ".join(f"{k}={v}" for k, v in meta.items()) if meta else "none"))
     print(f"c2pa: {info['c2pa']}")

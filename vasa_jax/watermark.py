@@ -1,40 +1,50 @@
 """Invisible watermark: a 64-bit payload in every frame, embedded in JAX, detected in numpy.
 
-Scheme (spread spectrum on a frame-relative grid):
-- The frame is divided into a 64x64 grid of cells in normalised coordinates, so the
-  grid scales with the frame: a downscaled video still holds the same cells. A
-  quarter of the cells are a pilot that always carries +1 (the detector's crop
-  search correlates with it without knowing the payload); each other cell carries
-  one of the 188 coded bits (ecc.py: 64 payload bits + CRC-24, rate-1/2 K=7
-  convolutional code) times a fixed pseudo-random chip (+-1). The cell-to-bit map
-  is a fixed permutation, so every bit is spread over ~16 cells all over the frame
-  and a crop only erases some of them.
-- The mark is a smooth (tent-interpolated) luminance field through those cell
-  values: its energy sits at 0.5-32 cycles per frame, low enough to survive H.264
-  at crf 28 and a 2x downscale, and is added equally to R, G and B.
+Scheme (spread spectrum, modulated in time so that a still host cancels):
+- The frame is divided into a 32x32 grid of cells in normalised coordinates, so the
+  grid scales with the frame: a downscaled video still holds the same cells. An
+  eighth of the cells are a pilot that always carries +1 (it fixes the sign); each
+  other cell carries one of the 188 coded bits (ecc.py: 64 payload bits + CRC-24,
+  rate-1/2 K=7 convolutional code) times a fixed pseudo-random chip (+-1). The
+  cell-to-bit map is a fixed permutation, so every bit is spread over ~5 cells all
+  over the frame and a crop only erases some of them.
+- The spatial pattern is nearly flat inside each cell (a box with a short linear
+  cross-fade at the edges): H.264 codes a cell-sized offset as a few large DCT
+  levels, where a fine pattern of the same energy becomes many small levels that
+  the encoder drops. The mark is added equally to R, G and B (luminance only).
 - Perceptual masking: a cell's amplitude grows with the luminance texture of that
-  cell (cells' standard deviation), so flat skin and background get less.
-- Host rejection (improved spread spectrum, Malvar & Florencio 2003): the embedder
-  computes the detector's own statistic on the clean frame and subtracts most of
-  the host's projection onto each bit, so the face itself does not drown the
-  mark. That matters here because a talking head is nearly static: averaging
-  frames removes codec noise but not the host.
-- Detection averages the luminance of all frames (the mark is the same in each),
-  searches crop scale and offset on a grid in normalised coordinates, high-passes
-  the cell means, correlates with the chips, and Viterbi-decodes; the CRC-24 and a
-  minimum correlation decide "found".
+  cell (its pixels' standard deviation): 0.5x on flat skin and background, up to 2x
+  on texture. Each frame's mark is capped at the RMS of a 39 dB PSNR.
+- Time: the pattern is multiplied by a smoothed square wave of period 1 s,
+  w(t) = sin(pi/2 * clip(3 sin(2 pi t), -1, 1)), t in seconds from the first frame:
+  plateaus of +1 and -1, and sign changes spread over ~0.1 s (a cosine ramp, no
+  step). Why: a constant mark on a still textured host (a photo animated with a
+  near-still head) cannot be told from the host's own texture, and averaging frames
+  does not help when nothing moves; with the sign changing in time, the detector
+  correlates the frames with the wave and everything constant (the host, and the
+  codec's constant error on it) cancels. The flips are what H.264 must code in its
+  P-frames; they are abrupt enough (the full 2x amplitude within ~3 frames) for the
+  encoder to code them where it would skip a slow drift.
+- Detection reads each frame's time stamp (so a 15 fps copy or a trimmed start
+  still lines up) and fits each luminance pixel's series by least squares with a
+  cubic polynomial in time (a still host, a fade, a slow drift or slow motion) plus
+  the cosine and sine of the wave's odd harmonics 1, 3 and 5 Hz; the six coefficient
+  images hold the mark as b_k sin(k phase) P and b_k cos(k phase) P (b_k: the wave's
+  sine series). The flips live in the 3 and 5 Hz harmonics, where a moving host (head
+  or camera motion, smooth in time) leaks far less than into the 1 Hz fundamental.
+  The detector searches crop scale and offset on all six with a phase-free energy
+  statistic over the 189 bit groups, then tries the wave's phase on a grid with
+  matched weights over the images, reweights each harmonic by how much of the mark it
+  shows there (motion drowns the fundamental, the codec the upper harmonics), takes
+  the sign from the pilot, and Viterbi-decodes; the CRC-24 decides "found" (a false
+  match needs the CRC to pass by chance: 2^-24 per decoding attempt, 3 attempts at
+  most).
 
-Measured (benchmarks/watermark_robustness.py, 256^2, 25 frames): talking heads are
-detected with the right payload after H.264 crf 23 and 28, a 2x downscale, a 10%
-off-centre crop, brightness/contrast and 25->15 fps, at ~40 dB PSNR. A *still*,
-finely textured photo at 256^2 survives only mild processing (15 fps, lossless):
-the host's texture at the mark's frequencies drowns it and frame averaging cannot
-help when nothing moves. Zero false positives in 1,000 unmarked clips; the CRC-24
-bounds chance matches at ~2e-7 per clip.
-
-Every embedding operation is O(HW) or a small matmul with a 64-row matrix, plus a
-median over the 4,096 cells: measured ~1 ms per 128^2 frame and ~5.5 ms per 512^2
-frame on this 2-core CPU (0.3% of the paper-config decode, ~3% of the demo's).
+Measured (benchmarks/watermark_robustness.py; README "Responsible use" has the
+table): real portraits held still and moving, at 128^2, 256^2 and 512^2, through
+H.264 crf 23/28, half size, 10% crop, brightness/contrast, 15 fps and a 720p
+re-encode chain. Every embedding operation is a small matmul with a 32-row
+matrix per side; cost per frame is in the benchmark.
 
 The key (chips and bit map) is public and fixed, so anyone can verify. It also means
 a determined attacker who reads this file can estimate and subtract the mark; the
@@ -53,25 +63,37 @@ import numpy as np
 
 from vasa_jax import ecc, media
 
-GRID = 64
-STRENGTH = 2.8 / 255.0  # Base amplitude of a cell value, before masking.
-HOST_REJECTION = 0.9  # Fraction of the host's projection the embedder cancels.
+GRID = 32
+STRENGTH = 3.5 / 255.0  # Base amplitude of a cell value, before masking.
+PERIOD_S = 1.0  # Period of the wave that modulates the mark in time.
+SHARPNESS = 3.0  # How square the wave is: sign changes take ~PERIOD_S / (pi * SHARPNESS).
+EDGE = 0.3  # Width of the cross-fade between neighbouring cells, in cells.
+PILOT_SHARE = 8  # One cell in PILOT_SHARE is a pilot.
 MIN_PILOT_Z = 2.0  # Sanity floor on the pilot at the decoded crop; the CRC-24 is the real test.
-PAYLOAD_VERSION = 1
+ATTEMPTS = 3  # Decoding attempts per video (each can pass the CRC by chance with p = 2^-24).
+PAYLOAD_VERSION = 2  # 2: the checkpoint tag is the first 6 hex digits of the checkpoint hash.
 _KEY = 0x7A5A_1A5E  # Seed of the public chip pattern and bit map.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 # Detector's search over crops: kept fraction of each side and where the crop starts.
 _SCALES = (1.0, 0.95, 0.9, 0.85, 0.8)
-_OFFSET_STEP = 1.0 / 64
-_BUDGET_RMS = 10 ** (-40 / 20)  # Mark RMS of a 40 dB PSNR, the floor for smooth frames.
+_OFFSET_STEP = 1.0 / (2 * GRID)
+_BUDGET_RMS = 10 ** (-38 / 20)  # Mark RMS of a 38 dB PSNR: the most any frame gets.
 _CLIP = 2.5  # Detector clips cell residuals at this many robust sigmas.
+_MIN_SPAN_S = 0.75  # Shorter clips hold less than one flip of the wave each way: not searched.
+HARMONICS = (1, 3, 5)  # Of the wave, read by the detector.
+_PHASES = 128  # Grid of the wave's phase in the decoder.
+TREND = 3  # Degree of the polynomial in time fitted to each pixel (a still host, a fade, slow motion).
 
 
 # --------------------------------------------------------------------------- payload
 
 
 def checkpoint_tag(checkpoint_hash: str) -> int:
-  """24-bit tag of a checkpoint hash (any string; its SHA-256 is taken)."""
+  """24-bit tag of a checkpoint hash: its first 6 hex digits, so the payload's tag reads as the
+  start of the hash in the metadata; a name that is not hex is hashed (SHA-256) first."""
+  head = checkpoint_hash[:6].lower()
+  if len(head) == 6 and all(c in "0123456789abcdef" for c in head):
+    return int(head, 16)
   return int.from_bytes(hashlib.sha256(checkpoint_hash.encode()).digest()[:3], "big")
 
 
@@ -97,14 +119,14 @@ def parse_payload(payload: int) -> dict:
 def _layout():
   """Public key: chips [G, G] (+-1) and the one-hot map [G*G, K+1] from cells to coded bits.
 
-  A quarter of the cells form the last group, a pilot that always carries +1: the
-  detector's crop search correlates with it without knowing the payload.
+  One cell in PILOT_SHARE forms the last group, a pilot that always carries +1: it
+  gives the detector the sign of the wave without knowing the payload.
   """
   rng = np.random.default_rng(_KEY)
   chips_GxG = rng.choice(np.array([-1.0, 1.0], np.float32), size=(GRID, GRID))
   cells = GRID * GRID
   order = rng.permutation(cells)
-  pilots = cells // 4
+  pilots = cells // PILOT_SHARE
   bit_of_cell = np.empty(cells, np.int64)
   bit_of_cell[order[:pilots]] = ecc.CODED_BITS
   bit_of_cell[order[pilots:]] = np.arange(cells - pilots) % ecc.CODED_BITS
@@ -129,10 +151,15 @@ def _cell_matrix(n: int, offset: float = 0.0, scale: float = 1.0):
   return m_Gxn / np.maximum(counts, 1.0)[:, None], valid.astype(np.float32)
 
 
-def _spread_matrix(n: int) -> np.ndarray:
-  """Tent interpolation [n, G] from cell centres to n pixels (rows sum to 1)."""
-  u = np.clip((np.arange(n) + 0.5) / n * GRID - 0.5, 0, GRID - 1)
-  return np.maximum(0.0, 1.0 - np.abs(u[:, None] - np.arange(GRID)[None, :])).astype(np.float32)
+def _spread_matrix(n: int, edge: float = EDGE) -> np.ndarray:
+  """Weights [n, G] from cell values to n pixels (rows sum to 1): each cell's value fills the
+  cell, with a linear cross-fade `edge` cells wide across each border between cells."""
+  u = (np.arange(n) + 0.5) / n * GRID - 0.5  # Pixel position in cell-centre units.
+  d = np.abs(u[:, None] - np.arange(GRID)[None, :])
+  w = np.clip((0.5 + edge / 2 - d) / edge, 0.0, 1.0) if edge > 0 else (d < 0.5).astype(np.float64)
+  w[:, 0] = np.where(u < 0, 1.0, w[:, 0])  # Beyond the first and last centres: that cell alone.
+  w[:, -1] = np.where(u > GRID - 1, 1.0, w[:, -1])
+  return (w / w.sum(1, keepdims=True)).astype(np.float32)
 
 
 def _highpass(cells, valid, xp):
@@ -144,17 +171,27 @@ def _highpass(cells, valid, xp):
   return (cells - s / xp.maximum(n, 1.0)) * valid
 
 
+def wave(t_seconds, xp=np):
+  """The mark's sign over time: a smoothed square wave of period PERIOD_S, in [-1, 1]."""
+  s = xp.sin(2 * np.pi * xp.asarray(t_seconds) / PERIOD_S)
+  return xp.sin(0.5 * np.pi * xp.clip(SHARPNESS * s, -1.0, 1.0))
+
+
 @functools.lru_cache(maxsize=None)
-def _gain(height: int, width: int) -> float:
-  """How much of a cell's own amplitude the detector's statistic sees (tent + averaging + high-pass)."""
-  chips_GxG, onehot_CxK = _layout()
-  signs_K = np.random.default_rng(1).choice([-1.0, 1.0], size=ecc.CODED_BITS + 1)
-  a_GxG = chips_GxG * (onehot_CxK @ signs_K).reshape(GRID, GRID)
-  dh, _ = _cell_matrix(height)
-  dw, _ = _cell_matrix(width)
-  pattern = _spread_matrix(height) @ a_GxG @ _spread_matrix(width).T
-  r = _highpass(dh @ pattern @ dw.T, np.ones((GRID, GRID), np.float32), np)
-  return float(np.mean(r * a_GxG))
+def _harmonic_amplitudes(harmonics):
+  """b_k of the wave's sine series w(t) = sum_k b_k sin(2 pi k t / PERIOD_S), for each k in `harmonics`."""
+  t = (np.arange(4096) + 0.5) / 4096 * PERIOD_S
+  w = wave(t)
+  return np.array([2 * np.mean(w * np.sin(2 * np.pi * k * t / PERIOD_S)) for k in harmonics])
+
+
+def _template(harmonics, sigmas, phases):
+  """Unit weights [phases, 2 * len(harmonics)] over the images (cos, sin of each harmonic): the mark's
+  expected z-score in each image when the video's clock is `phase` of a period ahead of the wave's."""
+  b = _harmonic_amplitudes(tuple(harmonics))
+  th = 2 * np.pi * np.asarray(phases)[:, None] * np.asarray(harmonics)[None, :]
+  m = np.stack([b * np.sin(th), b * np.cos(th)], -1).reshape(len(phases), -1) / np.asarray(sigmas)[None, :]
+  return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- embedding
@@ -171,8 +208,12 @@ def _texture_mask(std):
 
 
 @jax.jit
-def embed(frames_BxHxWx3, signs_K, strength=STRENGTH, host_rejection=HOST_REJECTION):
-  """Adds the watermark of `signs_K` (see `coded_signs`) to float frames in [0, 1]."""
+def embed(frames_BxHxWx3, signs_K, times_B, strength=STRENGTH):
+  """Adds the watermark of `signs_K` (see `coded_signs`) to float frames in [0, 1].
+
+  `times_B`: each frame's time in seconds from the video's first frame (frame index / fps);
+  the same frame at the same time gets the same mark however the video is cut into batches.
+  """
   _, h, w, _ = frames_BxHxWx3.shape
   chips_GxG, onehot_CxK = _layout()
   dh, _ = _cell_matrix(h)
@@ -181,24 +222,11 @@ def embed(frames_BxHxWx3, signs_K, strength=STRENGTH, host_rejection=HOST_REJECT
   mean_BxGxG = jnp.einsum("gh,bhw,kw->bgk", dh, y_BxHxW, dw)
   sq_BxGxG = jnp.einsum("gh,bhw,kw->bgk", dh, y_BxHxW * y_BxHxW, dw)
   mask_BxGxG = _texture_mask(jnp.sqrt(jnp.maximum(sq_BxGxG - mean_BxGxG ** 2, 0.0)))
-  b = frames_BxHxWx3.shape[0]
-  # The host's share of each bit's detector statistic, as the detector computes it
-  # (residuals scaled by their robust spread and clipped), in units of cell amplitude.
-  r_BxG2 = _highpass(mean_BxGxG, jnp.ones((GRID, GRID)), jnp).reshape(b, -1)
-  sigma_Bx1 = 1.4826 * jnp.median(jnp.abs(r_BxG2), axis=1, keepdims=True) + 1e-6
-  clipped_BxG2 = jnp.clip(r_BxG2, -_CLIP * sigma_Bx1, _CLIP * sigma_Bx1)
-  host_BxK = (chips_GxG.reshape(-1) * clipped_BxG2) @ onehot_CxK
-  # Clipped cells do not pass the mark through, so only the others count as gain.
-  open_BxG2 = (jnp.abs(r_BxG2) < _CLIP * sigma_Bx1).astype(jnp.float32)
-  weight_BxK = (mask_BxGxG.reshape(b, -1) * open_BxG2) @ onehot_CxK * _gain(h, w) + 1e-3
-  beta_BxK = signs_K * strength - host_rejection * host_BxK / weight_BxK
-  # Never push against the bit's own sign, and cap the extra energy host rejection may spend.
-  beta_BxK = signs_K * jnp.clip(signs_K * beta_BxK, 0.25 * strength, 3.0 * strength)
-  cell_BxGxG = mask_BxGxG * chips_GxG * (beta_BxK @ onehot_CxK.T).reshape(b, GRID, GRID)
+  cell_BxGxG = strength * mask_BxGxG * (chips_GxG * (onehot_CxK @ signs_K).reshape(GRID, GRID))
   mark_BxHxW = jnp.einsum("hg,bgk,wk->bhw", _spread_matrix(h), cell_BxGxG, _spread_matrix(w))
-  # Smooth frames leave PSNR headroom: raise their mark up to the 40 dB budget (at most 3x).
   rms_Bx1x1 = jnp.sqrt(jnp.mean(mark_BxHxW ** 2, axis=(1, 2), keepdims=True)) + 1e-8
-  mark_BxHxW *= jnp.clip(_BUDGET_RMS * strength / STRENGTH / rms_Bx1x1, 1.0, 3.0)
+  mark_BxHxW *= jnp.minimum(1.0, _BUDGET_RMS * strength / STRENGTH / rms_Bx1x1)
+  mark_BxHxW *= wave(times_B, jnp)[:, None, None]
   return jnp.clip(frames_BxHxWx3 + mark_BxHxW[..., None], 0.0, 1.0)
 
 
@@ -209,18 +237,21 @@ def embed(frames_BxHxWx3, signs_K, strength=STRENGTH, host_rejection=HOST_REJECT
 class Detection:
   """What `detect` found.
 
-  `confidence` is the pilot's correlation as a z-score (about N(0, 1) without a
-  watermark); `p_value` bounds the chance that unmarked video gives this result:
-  the CRC's 2^-24 per decoding attempt when found, else the pilot's Gaussian tail
-  over the crops searched.
+  `found` needs a decoded payload whose CRC-24 holds. `signal` is the search's
+  phase-free energy statistic at the chosen crop, about N(0, 1) on unmarked video
+  (a few units at most after the crop search) and far above on marked video; it is
+  a strength reading, not a probability. `false_match` is the chance that an
+  unmarked video passes the CRC check in this many attempts (None when not found).
   """
   found: bool
   payload: int | None
-  confidence: float
-  p_value: float
+  signal: float
+  false_match: float | None
   bit_agreement: float  # Share of soft bits that agree with the decoded codeword.
   frames_used: int
   crop: tuple[float, float, float, float]  # (x offset, y offset, x scale, y scale) of the match.
+  seconds: float = 0.0  # Time span of the frames used.
+  soft: np.ndarray | None = dataclasses.field(default=None, repr=False)  # Coded soft bits at the crop.
 
   @property
   def fields(self) -> dict | None:
@@ -257,31 +288,48 @@ def _residuals(y_HxW, hyp_y, hyp_x, sigma=None):
   cells = cells.transpose(0, 2, 1, 3).astype(np.float32)  # [ny, nx, G, G]
   valid = vy[:, None, :, None] * vx[None, :, None, :]
   r = _highpass(cells, valid, np)
-  if sigma is None:  # Robust scale of the host residual, shared by all hypotheses.
-    sigma = 1.4826 * np.median(np.abs(r[valid > 0])) + 1e-6
-  return np.clip(r / sigma, -_CLIP, _CLIP), sigma  # Edges of the face would otherwise dominate.
+  if sigma is None:  # Robust scale of the residual, shared by all hypotheses.
+    sigma = float(1.4826 * np.median(np.abs(r[valid > 0])) + 1e-12)
+  return np.clip(r / np.float32(sigma), -_CLIP, _CLIP), sigma  # Edges of the face would otherwise dominate.
+
+
+@functools.lru_cache(maxsize=None)
+def _groups():
+  """Cells sorted by their group, and where each group starts in that order (for reduceat)."""
+  _, onehot_CxK = _layout()
+  group = onehot_CxK.argmax(1)
+  order = np.argsort(group, kind="stable")
+  return order, np.searchsorted(group[order], np.arange(onehot_CxK.shape[1]))
 
 
 def _group_sums(r, chips_GxG, onehot_CxK):
   """Per coded bit (and pilot): chip-weighted sums and noise energies [..., K+1]."""
   flat = r.reshape(r.shape[:-2] + (-1,))
-  return (chips_GxG.reshape(-1) * flat) @ onehot_CxK, (flat * flat) @ onehot_CxK
+  if onehot_CxK is not _layout()[1]:  # Another map (tests): the plain matrix product.
+    return (chips_GxG.reshape(-1) * flat) @ onehot_CxK, (flat * flat) @ onehot_CxK
+  order, starts = _groups()
+  flat = flat[..., order]
+  return (np.add.reduceat(flat * chips_GxG.reshape(-1)[order], starts, axis=-1),
+          np.add.reduceat(flat * flat, starts, axis=-1))
 
 
-def _pilot_z(y_HxW, hyp_y, hyp_x, sigma=None, chunk=8):
-  """Pilot z-score [ny, nx] for every crop hypothesis (chunked to bound memory)."""
+def _energy_z(pair, hyp_y, hyp_x, sigmas, chunk=8):
+  """Phase-free statistic [ny, nx]: the bit groups' normalised sums, squared and summed over both
+  quadrature images, standardised (about N(0, 1) without a mark)."""
   chips_GxG, onehot_CxK = _layout()
-  pilot_C = onehot_CxK[:, -1]
+  k = onehot_CxK.shape[1]
   zs = []
   for i in range(0, len(hyp_y), chunk):
-    r, sigma = _residuals(y_HxW, hyp_y[i:i + chunk], hyp_x, sigma)
-    flat = r.reshape(r.shape[:2] + (-1,))
-    corr = (flat * (chips_GxG.reshape(-1) * pilot_C)).sum(-1)
-    zs.append(corr / np.sqrt(np.maximum((flat * flat * pilot_C).sum(-1), 1e-6)))
-  return np.concatenate(zs), sigma
+    q = 0.0
+    for img, sigma in zip(pair, sigmas):
+      r, _ = _residuals(img, hyp_y[i:i + chunk], hyp_x, sigma)
+      soft, energy = _group_sums(r, chips_GxG, onehot_CxK)
+      q = q + (soft * soft / np.maximum(energy, 1e-9)).sum(-1)
+    zs.append((q - len(pair) * k) / np.sqrt(2 * len(pair) * k))
+  return np.concatenate(zs)
 
 
-def _refine(y_HxW, oy, sy, ox, sx, sigma):
+def _refine(pair, sigmas, oy, sy, ox, sx):
   """Coordinate ascent on one axis at a time around a coarse match."""
   for _ in range(2):
     for axis in (0, 1):
@@ -289,10 +337,43 @@ def _refine(y_HxW, oy, sy, ox, sx, sigma):
       local = [(o + do, s + ds) for ds in np.linspace(-0.025, 0.025, 5)
                for do in np.linspace(-_OFFSET_STEP, _OFFSET_STEP, 5) if s + ds <= 1.0 + 1e-9]
       hy, hx = (local, [(ox, sx)]) if axis == 0 else ([(oy, sy)], local)
-      z, _ = _pilot_z(y_HxW, hy, hx, sigma)
+      z = _energy_z(pair, hy, hx, sigmas)
       o, s = local[int(np.argmax(z.reshape(-1)))]
       oy, sy, ox, sx = (o, s, ox, sx) if axis == 0 else (oy, sy, o, s)
   return oy, sy, ox, sx
+
+
+def _decode_at(pair, sigmas, oy, sy, ox, sx, harmonics=None):
+  """Payload (None unless the CRC holds), pilot z, agreement and the groups' z-scores at one crop."""
+  chips_GxG, onehot_CxK = _layout()
+  harmonics = HARMONICS if harmonics is None else harmonics
+  sums = []
+  for img, sigma in zip(pair, sigmas):
+    r, _ = _residuals(img, [(oy, sy)], [(ox, sx)], sigma)
+    sums.append(_group_sums(r[0, 0], chips_GxG, onehot_CxK))
+  soft_NxK = np.stack([s for s, _ in sums])
+  energy_NxK = np.stack([e for _, e in sums])
+  # The mark is b_k P sin(k theta) in harmonic k's cos image and b_k P cos(k theta) in its sin image
+  # (theta: the wave's phase at the video's time 0, unknown after a trimmed start). Each phase on a
+  # grid gives matched weights over the images; the one whose bit groups answer most is taken, the
+  # pilot (always +1) picks between theta and theta + pi (the same wave, negated).
+  xy = soft_NxK / np.sqrt(np.maximum(energy_NxK, 1e-9))  # Per image and group: a z-score.
+  u = _template(harmonics, sigmas, np.arange(_PHASES) / _PHASES)
+  zs = u @ xy
+  best = int(np.argmax((zs[:, :-1] ** 2).sum(1) * np.sign(zs[:, -1])))
+  z_K = zs[best]
+  # Reweight each harmonic by how much of the mark it shows at that phase (a moving host drowns
+  # the fundamental in some videos, the codec the upper harmonics in others).
+  th = 2 * np.pi * best / _PHASES * np.asarray(harmonics)
+  unit = np.stack([np.sin(th), np.cos(th)], -1).reshape(-1)
+  decided = np.sign(z_K)
+  seen = ((unit[:, None] * xy) * decided).reshape(len(harmonics), 2, -1).sum(1).mean(-1)
+  if seen.max() > 0:
+    u = unit * np.repeat(np.maximum(seen, 0.0), 2)
+    z_K = (u / np.linalg.norm(u)) @ xy  # Per group: a z-score (~N(0, 1) without a mark).
+  payload, recoded = ecc.decode(z_K[:-1])
+  agree = float(np.mean((z_K[:-1] > 0) == (recoded > 0)))
+  return payload, float(z_K[-1]), agree, z_K
 
 
 def _downsample(y_HxW: np.ndarray, most: int) -> np.ndarray:
@@ -302,69 +383,155 @@ def _downsample(y_HxW: np.ndarray, most: int) -> np.ndarray:
   return y_HxW[:h, :w].reshape(h // fy, fy, w // fx, fx).mean((1, 3))
 
 
-def detect_luma(y_HxW: np.ndarray, frames_used: int = 1, *, attempts: int = 3) -> Detection:
-  """Detects the watermark in a (frame-averaged) luminance image in [0, 1]."""
-  y_HxW = _downsample(np.asarray(y_HxW, np.float32), 4 * GRID)
-  chips_GxG, onehot_CxK = _layout()
+class Demodulator:
+  """Accumulates luminance frames with their times; `images()` gives the quadrature images.
+
+  Each pixel's series is fitted by least squares with a polynomial in time (degree TREND:
+  a still host, a fade, a slow drift or slow motion) plus the cosine and sine of each of
+  the wave's HARMONICS; the images are the harmonics' coefficients. The flips of the
+  wave live in its odd harmonics (3, 5 Hz), where smooth head or camera motion, which
+  leaks into the 1 Hz fundamental, has little energy. Memory is constant in the number
+  of frames: only sums over frames are kept.
+  """
+
+  def __init__(self, most: int = 4 * GRID, harmonics=None, trend=None):
+    self.most = most
+    self.harmonics = tuple(HARMONICS if harmonics is None else harmonics)
+    self.trend = TREND if trend is None else trend
+    self.count = 0
+    self.t0 = None
+    p = self.trend + 1 + 2 * len(self.harmonics)
+    self._gram = np.zeros((p, p))
+    self._images = None  # sums of basis_j * Y
+
+  def _basis(self, t, t_abs):
+    ph = 2 * np.pi * t_abs / PERIOD_S
+    out = [t ** d for d in range(self.trend + 1)]
+    for k in self.harmonics:
+      out += [math.cos(k * ph), math.sin(k * ph)]
+    return np.array(out)
+
+  def add(self, frame_HxWx3, t_seconds: float) -> None:
+    f = np.asarray(frame_HxWx3)
+    scale = 1.0 / 255.0 if f.dtype == np.uint8 else 1.0
+    y = _downsample(f.astype(np.float32) @ _LUMA * scale, self.most).astype(np.float64)
+    if self.t0 is None:
+      self.t0 = float(t_seconds)
+    t = float(t_seconds) - self.t0
+    b = self._basis(t, float(t_seconds))
+    if self._images is None:
+      self._images = np.zeros((len(b),) + y.shape)
+    self._images += b[:, None, None] * y[None]
+    self._gram += np.outer(b, b)
+    self.count += 1
+    self.span = t
+
+  def images(self):
+    """[cos, sin] image of each harmonic in turn (2 per harmonic), in luminance units; None for too
+    few frames to fit."""
+    p = self._gram.shape[0]
+    if self.count < p + 1:
+      return None
+    inv = np.linalg.pinv(self._gram, rcond=1e-10)
+    q = self.trend + 1
+    coef = np.tensordot(inv[q:], self._images, axes=1)
+    return [c.astype(np.float32) for c in coef]
+
+
+def _pair_sigmas(images):
+  """Robust noise scale of each image, shared within each harmonic's cos/sin pair (the mark's share
+  between them is its phase)."""
+  raw = [_residuals(p, [(0.0, 1.0)], [(0.0, 1.0)])[1] for p in images]
+  out = []
+  for i in range(0, len(raw), 2):
+    s = float(np.sqrt(np.mean(np.square(raw[i:i + 2]))))
+    out += [s] * len(raw[i:i + 2])
+  return out
+
+
+def detect_pair(pair, frames_used: int = 0, seconds: float = 0.0, *, attempts: int = ATTEMPTS) -> Detection:
+  """Detects the watermark in the quadrature images of a `Demodulator` (cos and sin per harmonic)."""
+  none = Detection(False, None, 0.0, None, 0.0, frames_used, (0.0, 0.0, 1.0, 1.0), seconds)
+  if pair is None or not all(np.isfinite(p).all() for p in pair):
+    return none
+  sigmas = _pair_sigmas(pair)
+  if max(sigmas) < 1e-7:  # Nothing changes between frames (a still image or a frozen video).
+    return none
+  sigmas = [max(s, 1e-7) for s in sigmas]
   hyps = _hypotheses()
-  z_all, sigma = _pilot_z(y_HxW, hyps, hyps)
-  # The full frame first (the common case), then the crops whose pilot answers best.
+  z_all = _energy_z(pair, hyps, hyps, sigmas)
+  # The full frame first (the common case), then the crops that answer best.
   order = [0] + [int(i) for i in np.argsort(-z_all.reshape(-1)) if i != 0][:attempts - 1]
   best = None
   for n, i in enumerate(order, start=1):
     (oy, sy), (ox, sx) = hyps[i // len(hyps)], hyps[i % len(hyps)]
     if i != 0:
-      oy, sy, ox, sx = _refine(y_HxW, oy, sy, ox, sx, sigma)
-    r, _ = _residuals(y_HxW, [(oy, sy)], [(ox, sx)], sigma)
-    soft, energy = _group_sums(r[0, 0], chips_GxG, onehot_CxK)
-    z = float(soft[-1] / np.sqrt(max(energy[-1], 1e-6)))
-    payload, recoded = ecc.decode(soft[:-1])
-    agree = float(np.mean((soft[:-1] > 0) == (recoded > 0)))
-    found = payload is not None and z >= MIN_PILOT_Z
-    # Chance of a pilot this strong somewhere in the search, without a watermark.
-    tail = min(1.0, z_all.size * 0.5 * math.erfc(z / math.sqrt(2.0)))
-    result = Detection(found, payload if found else None, z,
-                       n * 2.0 ** -ecc.CRC_BITS if found else tail, agree, frames_used,
-                       (float(ox), float(oy), float(sx), float(sy)))
+      oy, sy, ox, sx = _refine(pair, sigmas, oy, sy, ox, sx)
+    z = float(_energy_z(pair, [(oy, sy)], [(ox, sx)], sigmas)[0, 0])
+    payload, z_pilot, agree, soft = _decode_at(pair, sigmas, oy, sy, ox, sx)
+    found = payload is not None and z_pilot >= MIN_PILOT_Z
+    result = Detection(found, payload if found else None, z, n * 2.0 ** -ecc.CRC_BITS if found else None,
+                       agree, frames_used, (float(ox), float(oy), float(sx), float(sy)), seconds, soft[:-1])
     if found:
       return result
-    if best is None or z > best.confidence:
+    if best is None or z > best.signal:
       best = result
   return best
 
 
-def mean_luma(frames_TxHxWx3) -> np.ndarray:
-  """Average luminance over frames, in [0, 1] (uint8 or float input)."""
-  frames = np.asarray(frames_TxHxWx3)
-  scale = 1.0 / 255.0 if frames.dtype == np.uint8 else 1.0
-  total = np.zeros(frames.shape[1:3], np.float64)
-  for frame in frames:  # One frame at a time keeps memory flat on long clips.
-    total += frame.astype(np.float32) @ _LUMA
-  return (total * scale / len(frames)).astype(np.float32)
+def _frames_with_times(path, max_frames):
+  """(frame, time in seconds) of a video file's first `max_frames` frames, by their time stamps."""
+  import av  # pylint: disable=import-outside-toplevel
+  media.require_file(path, "video", "an mp4/mov/mkv/webm video")
+  try:
+    with av.open(str(path), metadata_errors="ignore") as container:
+      if not container.streams.video:
+        raise media.UserError(f"video {path!r} has no video track")
+      stream = container.streams.video[0]
+      fps = float(stream.average_rate) if stream.average_rate else 25.0
+      for i, frame in enumerate(container.decode(stream)):
+        if i >= max_frames:
+          break
+        t = frame.time if frame.time is not None else i / fps
+        yield frame.to_ndarray(format="rgb24"), float(t)
+  except av.error.FFmpegError as e:
+    raise media.UserError(f"video {path!r} is truncated or corrupt ({media._short(e)})") from None
 
 
-def detect(frames_or_path, *, max_frames: int = 500) -> Detection:
-  """Detects the watermark in frames (TxHxWx3 uint8 or float) or a video file."""
+def detect(frames_or_path, *, fps: float = 25.0, times=None, max_frames: int = 500) -> Detection:
+  """Detects the watermark in frames (TxHxWx3 uint8 or float, at `fps` or at `times` seconds)
+  or in a video file (whose frames' own time stamps are used)."""
+  demod = Demodulator()
   if isinstance(frames_or_path, (str, bytes)) or hasattr(frames_or_path, "__fspath__"):
-    frames, _, _ = media.read_video(frames_or_path, max_frames=max_frames)
+    for frame, t in _frames_with_times(frames_or_path, max_frames):
+      demod.add(frame, t)
+    if demod.count == 0:
+      raise media.UserError(f"video {frames_or_path!r} contains no decodable frames")
   else:
     frames = np.asarray(frames_or_path)[:max_frames]
     if frames.ndim == 3:
       frames = frames[None]
-  return detect_luma(mean_luma(frames), len(frames))
+    ts = np.arange(len(frames)) / fps if times is None else np.asarray(times, np.float64)[:len(frames)]
+    for frame, t in zip(frames, ts):
+      demod.add(frame, t)
+  span = float(getattr(demod, "span", 0.0))
+  pair = demod.images() if span >= _MIN_SPAN_S * PERIOD_S else None
+  return detect_pair(pair, demod.count, span)
 
 
 class Watermarker:
   """What a sampler holds: one payload, a jittable `embed`, and `detect_video` to check an output."""
 
-  def __init__(self, payload: int, strength: float = STRENGTH, host_rejection: float = HOST_REJECTION):
+  def __init__(self, payload: int, strength: float = STRENGTH):
     self.payload = int(payload)
-    self.strength, self.host_rejection = float(strength), float(host_rejection)
+    self.strength = float(strength)
     self.signs_K = jnp.asarray(coded_signs(self.payload))
 
-  def embed(self, frames_BxHxWx3):
-    """Float frames [B, H, W, 3] in [0, 1] -> watermarked frames (same device, jitted)."""
-    return embed(frames_BxHxWx3, self.signs_K, self.strength, self.host_rejection)
+  def embed(self, frames_BxHxWx3, first_frame: int = 0, fps: float = 25.0):
+    """Float frames [B, H, W, 3] in [0, 1], the video's frames `first_frame`.. at `fps` ->
+    watermarked frames (same device, jitted)."""
+    times = (first_frame + jnp.arange(frames_BxHxWx3.shape[0])) / fps
+    return embed(frames_BxHxWx3, self.signs_K, times, self.strength)
 
   def detect_video(self, path: str) -> Detection:
     """Detects in a file; `found` also requires the payload to be this watermarker's."""

@@ -421,7 +421,7 @@ def speak(audio_path: str, video_path: str, identity_id: int, resolution: int, s
   from vasa_jax import provenance, watermark
   payload = watermark.make_payload(RENDERER_ID)
   marker = watermark.Watermarker(payload)
-  embed = jax.jit(marker.embed)
+  embed = jax.jit(marker.embed, static_argnums=2)
   metadata = provenance.provenance_metadata(RENDERER_ID, payload, watermark=True)
   with media.VideoWriter(video_path, FPS, metadata=metadata) as writer:
     chunk = 25  # Render a second at a time: memory stays flat for long audio.
@@ -430,7 +430,7 @@ def speak(audio_path: str, video_path: str, identity_id: int, resolution: int, s
       frames = render_frames(identity, sub, resolution)
       pad = chunk - len(frames)  # One compiled shape for the watermark.
       batch = np.concatenate([frames, np.repeat(frames[-1:], pad, 0)]) if pad else frames
-      marked = np.asarray(embed(batch.astype(np.float32) / 255.0))[:len(frames)]
+      marked = np.asarray(embed(batch.astype(np.float32) / 255.0, start, FPS))[:len(frames)]
       for frame in np.clip(np.round(marked * 255.0), 0, 255).astype(np.uint8):
         writer.write(frame)
     writer.close(audio)
