@@ -110,7 +110,8 @@ class StreamingSampler:
     motion_dim = self.portrait_motion.size
     for size in sorted({1, self.decode_batch}):
       motion = jax.ShapeDtypeStruct((size, motion_dim), jnp.float32)
-      self.decode_step.lower(self.bundle.face_params, self.portrait, motion, self.signs).compile()
+      times = jax.ShapeDtypeStruct((size,), jnp.float32)  # each frame's time (the watermark's wave)
+      self.decode_step.lower(self.bundle.face_params, self.portrait, motion, self.signs, times).compile()
 
   def compiled_steps(self) -> dict[str, int]:
     """How many times each jitted step has been compiled: 1 window step; 2 decodes (the first
