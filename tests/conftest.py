@@ -1,6 +1,7 @@
 """Shared test setup: quiet, CPU-only JAX with a compilation cache across tests; the tiny bundle."""
 
 import os
+import signal
 import tempfile
 
 import pytest
@@ -19,6 +20,12 @@ os.environ["VASA_JAX_COMPILE_CACHE"] = _CACHE
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+# A background job of a non-interactive shell (as a CI runner may start the suite) begins with
+# SIGINT ignored, and commands the tests start would inherit that: the Ctrl-C tests need Python's
+# usual handling in this process and its children (a Python handler becomes SIG_DFL across exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
