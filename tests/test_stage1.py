@@ -190,7 +190,7 @@ def test_init_from_takes_a_bundle_and_checks_it_against_the_config():
   from vasa_jax.errors import UserError
   from vasa_jax.train import loop, stage1
   demo = bundle.load(bundle.DEMO_BUNDLE)
-  task = stage1.Stage1(demo.face_cfg, 4)
+  task = stage1.Stage1(config.load("demo"), 4)  # The bundle's own config is its last phase's.
   base = loop._warm_start_weights(task, bundle.DEMO_BUNDLE, jax.random.key(0))
   for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(demo.face_params)):
     np.testing.assert_array_equal(a, b)
