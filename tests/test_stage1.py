@@ -196,3 +196,59 @@ def test_init_from_takes_a_bundle_and_checks_it_against_the_config():
     np.testing.assert_array_equal(a, b)
   with pytest.raises(UserError, match="does not match"):
     loop._warm_start_weights(stage1.Stage1(config.load("tiny"), 4), bundle.DEMO_BUNDLE, jax.random.key(0))
+
+
+def test_pixel_blend_copies_the_warped_source_where_its_share_is_one():
+  """face.pixel_blend: out = share * warped source pixels + (1 - share) * U-Net. Forced to share 1,
+  a decode at the source's own pose must give the source's pixels back (the plane warp at zero
+  motion is the identity); at its initial share (sigmoid(-2)) it is a 12% mix."""
+  cfg = config.load("demo", (("face.pixel_blend", "True"),)).face
+  model = face_latent.FaceLatent(cfg)
+  img = jax.random.uniform(jax.random.key(0), (2, 128, 128, 3))
+  params = model.init(jax.random.key(1), img, img)
+  lat = model.apply(params, img, method=model.encode)
+  app = {k: lat[k] for k in face_latent.app_keys(cfg)}
+  decode = lambda p: model.apply(p, app, lat["z_pose"], lat["z_dyn"], method=model.decode)  # noqa: E731
+  blend = params["params"]["renderer"]["blend"]
+  assert float(jnp.abs(blend["kernel"]).max()) == 0.0
+  np.testing.assert_allclose(np.asarray(blend["bias"]), -2.0)
+  plain = face_latent.FaceLatent(config.load("demo").face)
+  unet = plain.apply({"params": {k: v for k, v in params["params"].items()}}, app, lat["z_pose"], lat["z_dyn"],
+                     method=plain.decode)  # The same weights without the blend: the U-Net's own output.
+  share = jax.nn.sigmoid(-2.0)
+  np.testing.assert_allclose(np.asarray(decode(params)), np.asarray(share * img + (1 - share) * unet), atol=2e-3)
+  ones = jax.tree.map(lambda x: x, params)
+  ones["params"]["renderer"]["blend"] = {"kernel": blend["kernel"], "bias": jnp.full_like(blend["bias"], 30.0)}
+  np.testing.assert_allclose(np.asarray(decode(ones)), np.asarray(img), atol=2e-3)
+
+
+def test_init_from_a_bundle_into_a_config_that_adds_pixel_blend_keeps_every_old_weight():
+  from vasa_jax import bundle
+  from vasa_jax.train import loop, stage1
+  demo = bundle.load(bundle.DEMO_BUNDLE)
+  task = stage1.Stage1(config.load("demo", (("face.pixel_blend", "True"),)), 4)
+  base = loop._warm_start_weights(task, bundle.DEMO_BUNDLE, jax.random.key(0))
+  state = task.warm_start(base, jax.random.key(0))
+  gen = state.params["gen"]["params"]
+  assert set(gen["renderer"]) - set(demo.face_params["params"]["renderer"]) == {"blend"}
+  for name, old in demo.face_params["params"].items():
+    for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(gen[name])):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(np.asarray(gen["renderer"]["blend"]["bias"]), -2.0)
+
+
+def test_rare_labels_are_checked_and_narrow_the_rare_drivers(corpus):
+  from vasa_jax.errors import UserError
+  bad = config.load("tiny", (("data.rare_driver", "0.5"), ("data.rare_labels", "blink,wink")))
+  with pytest.raises(UserError, match="unknown label 'wink'; accepted: mouth_open, .*blink"):
+    train_main.build_stage1(bad, corpus)
+  cfg = config.load("tiny", (("data.rare_driver", "1.0"), ("data.rare_labels", " blink ")))
+  _, dataset = train_main.build_stage1(cfg, corpus)
+  from vasa_jax.data import records
+  source = records.open_corpus(corpus).source("train")
+  batch = next(iter(dataset))
+  for b in range(len(batch["drv_frame_B"])):
+    # Every driver is among its clip's rarest blink frames (the 10% farthest from the median).
+    blink = records.decode_clip(source[int(batch["src_clip_B"][b])], [])["labels"]["blink"]
+    dev = np.abs(blink - np.median(blink))
+    assert dev[batch["drv_frame_B"][b]] >= np.sort(dev)[-max(1, round(0.1 * len(blink)))]

@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.split = "train"
   c.data.workers = 0       # grain worker processes (0: read in the main process)
   c.data.rare_driver = 0.0  # lever: share of stage-1 drivers drawn among a clip's rarest expressions (blinks...)
+  c.data.rare_labels = ""   # which expression labels rare drivers are drawn for (comma-separated; "" = all)
 
   # Stage 1: the face latent space (models/face_latent.py).
   c.face = ml_collections.ConfigDict()
@@ -52,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.render_dyn = False        # lever: the renderer is FiLM-modulated by z_dyn as well as z_id
   c.face.skip_channels = 0         # lever: 2D source features at 2S, warped once to the target pose (0: off)
   c.face.skip_pixels = False       # lever: the skip also carries the source's pixels, warped at full size
+  c.face.pixel_blend = False       # lever: the U-Net's output is blended per pixel with the source's warped pixels (needs skip_pixels)
   c.face.skip_depth = 0.5          # canonical depth of the face plane that warps the 2D skip (volume units)
   c.face.free_dyn_from_portrait = False  # decode_motion keeps the portrait's free z_dyn dims (set where dyn_free_from_src = 1)
   c.face.remat = False            # recompute block activations in the backward pass (memory)

@@ -310,7 +310,9 @@ class UNetRenderer(nn.Module):
   out_shuffle: int = 2
 
   @nn.compact
-  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC):
+  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC, pixels_BxHxWx3=None):
+    """`pixels_BxHxWx3`: the source's pixels warped to the target pose (`FaceLatent.decode`); when
+    given, a predicted per-pixel share of each output pixel is copied from them (`pixel_blend`)."""
     w2, w1, w0 = self.widths
     b, d, s, _, c = vol_BxDxSxSxC.shape
     vol = vol_BxDxSxSxC.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
@@ -326,7 +328,16 @@ class UNetRenderer(nn.Module):
     if x2.shape[1] * f != self.image_size:
       raise ValueError(f"U-Net renderer reaches {x2.shape[1] * f}px, config asks for {self.image_size}px: "
                        "2 * vol_size * out_shuffle must equal image_size")
-    return nn.sigmoid(depth_to_space(nn.Conv(3 * f * f, (3, 3))(nn.silu(x2)), f))
+    rgb = nn.sigmoid(depth_to_space(nn.Conv(3 * f * f, (3, 3))(nn.silu(x2)), f))
+    if pixels_BxHxWx3 is None:
+      return rgb
+    # Copy what the motion leaves unchanged at full resolution (skin, hair, the eyes' own detail)
+    # and paint only what changed: a convolution is a poor copier of sharp 1-pixel detail. The
+    # share starts small (sigmoid(-2) = 0.12) so a renderer trained without it starts near itself.
+    share = nn.Conv(f * f, (3, 3), kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.constant(-2.0), name="blend")(nn.silu(x2))
+    share = nn.sigmoid(depth_to_space(share, f))
+    return share * pixels_BxHxWx3 + (1.0 - share) * rgb
 
 
 class FaceLatent(nn.Module):
@@ -386,7 +397,7 @@ class FaceLatent(nn.Module):
     rot, trans, scale = pose_to_transform(z_pose)
     flow = self.from_canonical(z_dyn, app["z_id"])
     vol = warp.warp_volume(app["v_app"], rot, trans, scale, flow, inverse=True)
-    skip = None
+    skip = pix = None
     if self.cfg.skip_channels:
       rot_s, trans_s, scale_s = pose_to_transform(app["z_pose"])
       f = app["f_app"]
@@ -411,6 +422,10 @@ class FaceLatent(nn.Module):
     if self.cfg.render_unet:
       # What changes from source to target (pose and dynamics) is what the renderer must draw.
       cond = jnp.concatenate([cond, app["src_dyn"], z_pose, app["z_pose"]], -1)
+    if self.cfg.pixel_blend:
+      if not (self.cfg.render_unet and pix is not None):
+        raise ValueError("face.pixel_blend needs face.render_unet, face.skip_channels and face.skip_pixels")
+      return self.renderer(vol, cond, skip, pix)
     return self.renderer(vol, cond, skip)
 
 

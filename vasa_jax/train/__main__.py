@@ -36,12 +36,17 @@ def build_stage1(cfg, corpus_dir: str):
     raise UserError(f"train.trainable must be 'all' or 'motion_encoders', got {cfg.train.trainable!r}")
   if not 0.0 <= cfg.data.rare_driver <= 1.0:
     raise UserError(f"data.rare_driver is a share of drivers, in [0, 1]; got {cfg.data.rare_driver}")
+  rare_labels = tuple(n.strip() for n in cfg.data.rare_labels.split(",") if n.strip()) or DYN_LABELS
+  unknown = [n for n in rare_labels if n not in DYN_LABELS]
+  if unknown:
+    raise UserError(f"data.rare_labels: unknown label {unknown[0]!r}; accepted: {', '.join(DYN_LABELS)} "
+                    "(comma-separated, or empty for all)")
   task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of={int(i): n for n, i in enumerate(identities)},
                        label_std=label_std)
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
                                     num_workers=cfg.data.workers, rare_share=cfg.data.rare_driver,
-                                    rare_labels=DYN_LABELS)
+                                    rare_labels=rare_labels)
   return task, dataset
 
 

@@ -223,10 +223,17 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   else:
     _, base, base_step = ckpt_lib.load_ema(run_dir)
   fresh = jax.eval_shape(task.init, rng).params["gen"]
-  shape = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)  # noqa: E731
-  if jax.tree.structure(base) != jax.tree.structure(fresh) or shape(base) != shape(fresh):
+  flat = lambda tree: {jax.tree_util.keystr(k): (tuple(x.shape), str(x.dtype))  # noqa: E731
+                       for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  have, want = flat(base), flat(fresh)
+  if any(k not in want or want[k] != v for k, v in have.items()):
     raise UserError(f"train.init_from {run_dir!r}: its generator does not match this config's "
-                    "face model (give the run's own config, with only train/loss/data keys changed)")
+                    "face model (give the run's own config, with only train/loss/data keys changed, "
+                    "or a lever that adds a module, such as face.pixel_blend)")
+  added = sorted(k for k in want if k not in have)
+  if added:  # A lever that adds a module (face.pixel_blend): those weights start fresh.
+    log.warning("train.init_from: %d weights new in this config start from their initialisation: %s",
+                len(added), ", ".join(added))
   log.warning("starting from %s (step %s) with fresh optimisers", run_dir, base_step)
   return base
 

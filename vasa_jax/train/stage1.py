@@ -116,7 +116,7 @@ class Stage1:
   def warm_start(self, gen_params, rng) -> State:
     """A new run (step 0, fresh optimisers) from another run's generator weights (`train.init_from`)."""
     state = self.init(rng)
-    return self._state(dict(state.params, gen=gen_params))
+    return self._state(dict(state.params, gen=_overlay(state.params["gen"], gen_params)))
 
   def _state(self, params) -> State:
     if self.encoders_only:
@@ -436,6 +436,14 @@ def multiscale_l1(x, y, scales: int = 3):
       y = jax.image.resize(y, (b, h // 2, w // 2, c), "linear")
     loss = loss + jnp.mean(jnp.abs(x - y))
   return loss / scales
+
+
+def _overlay(fresh, base):
+  """`fresh` with every weight that `base` has replaced by base's: a run started from weights
+  that lack a module its config adds (checked by `loop._warm_start_weights`)."""
+  if isinstance(fresh, dict):
+    return {k: _overlay(v, base[k]) if k in base else v for k, v in fresh.items()}
+  return base
 
 
 def sup_error(pred, target, squared: bool):
