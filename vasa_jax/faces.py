@@ -316,3 +316,86 @@ def crop_portrait(img_HxWx3: np.ndarray, *, face_index: int | None = None, what:
   box = crop_box(face.landmarks)
   size = size or int(min(1024, max(64, round(box[2]))))
   return cut(img_HxWx3, box, size).astype(np.float32) / 255.0, face, box
+
+
+# --------------------------------------------------------------------------- videos
+
+
+@dataclasses.dataclass
+class TrackStep:
+  """One frame of a tracked face."""
+  landmarks: np.ndarray | None     # [478, 3], None when the face was lost on this frame
+  num_faces: int | None            # faces the detector saw on this frame; None: it did not run
+
+
+class FaceTracker:
+  """Follows one face through a video: landmarks every frame, each frame's crop placed by the
+  previous frame's landmarks (MediaPipe's tracking rule); the detector runs on the first frame,
+  every `detect_every` frames (to count faces) and whenever the face is lost."""
+
+  def __init__(self, detect_every: int = 10):
+    self.detect_every = detect_every
+    self.previous: np.ndarray | None = None
+    self.frame = 0
+
+  def step(self, frame_HxWx3: np.ndarray) -> TrackStep:
+    num_faces = None
+    found = None
+    if self.previous is not None:
+      found = landmarks(frame_HxWx3, Face(np.zeros(4), 0.0, np.zeros((6, 2))), from_landmarks=self.previous)
+      found = found if found.presence >= MIN_PRESENCE else None
+    if found is None or self.frame % self.detect_every == 0:
+      detected = detect(frame_HxWx3)
+      num_faces = len(detected)
+      if found is None and detected:
+        if self.previous is not None:   # Re-acquire the face nearest the one we followed.
+          eyes, _ = face_frame(self.previous)
+          detected.sort(key=lambda f: np.linalg.norm(f.keypoints[:2].mean(0) - eyes))
+        found = landmarks(frame_HxWx3, detected[0])
+        found = found if found.presence >= MIN_PRESENCE else None
+    self.previous = None if found is None else found.landmarks
+    self.frame += 1
+    return TrackStep(self.previous, num_faces)
+
+
+def smooth_boxes(boxes_Tx3: np.ndarray, sigma: float) -> np.ndarray:
+  """Gaussian smoothing in time (sigma in frames) of crop boxes; the ends are extended by point
+  reflection, which keeps a steady motion unbiased up to the last frame."""
+  if sigma <= 0 or len(boxes_Tx3) < 2:
+    return boxes_Tx3.copy()
+  radius = int(3 * sigma + 0.5)
+  k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  k /= k.sum()
+  if len(boxes_Tx3) > radius:
+    padded = np.pad(boxes_Tx3, ((radius, radius), (0, 0)), mode="reflect", reflect_type="odd")
+  else:
+    padded = np.pad(boxes_Tx3, ((radius, radius), (0, 0)), mode="edge")
+  return np.stack([np.convolve(padded[:, j], k, mode="valid") for j in range(boxes_Tx3.shape[1])], -1)
+
+
+def fill_gaps(boxes_Tx3: np.ndarray) -> np.ndarray:
+  """Rows of NaN (frames where the face was lost) take the nearest found frame's box."""
+  ok = ~np.isnan(boxes_Tx3).any(-1)
+  if not ok.any():
+    raise ValueError("no frame has a face")
+  idx = np.arange(len(boxes_Tx3))
+  nearest = np.interp(idx, idx[ok], idx[ok]).round().astype(int)
+  return boxes_Tx3[np.where(ok, idx, nearest)]
+
+
+def crop_video(frames_TxHxWx3: np.ndarray, fps: float, *, size: int | None = None, what: str = "video"
+               ) -> np.ndarray:
+  """Every frame cut around the video's (largest, then followed) face with a smoothed square
+  crop: uint8 [T, size, size, 3] (default size: the median crop's pixels, up to 512)."""
+  tracker = FaceTracker(detect_every=max(1, int(round(fps))))
+  boxes = np.full((len(frames_TxHxWx3), 3), np.nan)
+  for t, frame in enumerate(frames_TxHxWx3):
+    lm = tracker.step(frame).landmarks
+    if lm is not None:
+      boxes[t] = crop_box(lm)
+  if np.isnan(boxes).all():
+    raise UserError(f"{what}: no face found in any frame; give a video of a visible, roughly frontal face, "
+                    "or pass --crop none if its frames are already face crops")
+  boxes = smooth_boxes(fill_gaps(boxes), sigma=0.25 * fps)
+  size = size or int(min(512, max(64, round(float(np.median(boxes[:, 2]))))))
+  return np.stack([cut(f, b, size) for f, b in zip(frames_TxHxWx3, boxes)])
