@@ -7,7 +7,7 @@ import pytest
 from jax import monitoring
 from PIL import Image
 
-from vasa_jax import bundle, cli, media, sample, stream, watermark
+from vasa_jax import bundle, cli, faces, media, sample, stream, watermark
 from vasa_jax.data import synthetic
 from vasa_jax.motion import Controls
 
@@ -129,8 +129,13 @@ def test_sample_cli_bad_inputs(tiny_bundle, tmp_path, capsys):
     assert fragment in capsys.readouterr().err, extra
     assert not os.path.exists(out)
   assert not [f for f in os.listdir(tmp_path) if ".partial" in f]
-  # No face-like content is a warning, not a crash.
+  # No face: with the face detector (the faces extra) a one-line error and nothing written; with
+  # --crop none (or without the extra) a warning, not a crash.
   out = str(tmp_path / "noface.mp4")
-  assert cli.run(sample.main, sample.parser(), ["--checkpoint", tiny_bundle, "--image", str(tmp_path / "noface.png"),
-                                                "--out", out, "--steps", "1", "--quiet"]) == 0
+  noface = ["--checkpoint", tiny_bundle, "--image", str(tmp_path / "noface.png"), "--out", out, "--steps", "1",
+            "--quiet"]
+  if faces.available():
+    assert cli.run(sample.main, sample.parser(), noface) == 2
+    assert "noface.png': no face found" in capsys.readouterr().err and not os.path.exists(out)
+  assert cli.run(sample.main, sample.parser(), noface + ["--crop", "none"]) == 0
   assert "warning:" in capsys.readouterr().err and os.path.exists(out)

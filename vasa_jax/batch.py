@@ -139,7 +139,7 @@ def run(args, cache: str | None) -> int:
 
     def load(job, warn=True):
       return jobs.load(job, sample_rate=model.motion_cfg.media.sample_rate, max_seconds=args.max_audio_seconds,
-                       warn=warn)
+                       warn=warn, crop=args.crop, face_index=args.face_index)
 
     # Every row's inputs are decoded before the first video is made (and let go again).
     todo = [(line, job) for line, job in todo if attempt(line, load, job)]

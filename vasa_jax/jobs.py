@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from vasa_jax import cli, media
+from vasa_jax import cli, faces, media
 from vasa_jax.data.synthetic import DISTANCE_RANGE, EMOTIONS, GAZE_PHI_RANGE, GAZE_THETA_RANGE
 from vasa_jax.errors import UserError
 from vasa_jax.motion import Controls
@@ -23,6 +23,8 @@ GAZE_PHI_DEG = tuple(round(math.degrees(r), 1) for r in GAZE_PHI_RANGE)
 # jax.random.key takes the seed modulo 2**32: larger seeds would repeat smaller ones.
 SEED_RANGE = (0, 2 ** 32 - 1)
 DEMO_OUT = "vasa_jax_demo.mp4"
+DEMO_IMAGE = media.DEMO_IMAGE
+CROPS = ("face", "none")
 # How a CLI job names its fields in messages; a CSV job uses the column names (the fields').
 FLAGS = {"portrait": "--image", "audio": "--audio", "driving": "--driving", "out": "--out", "seed": "--seed",
          "gaze": "--gaze", "distance": "--distance", "emotion": "--emotion", "still": "--still"}
@@ -102,15 +104,41 @@ def check(job: Job, *, overwrite: bool) -> None:
     media.require_file(job.driving, "video", media.VIDEO_ACCEPTED)
 
 
-def load(job: Job, *, sample_rate: int, max_seconds: float, warn: bool = True) -> Inputs:
-  """Decodes the job's inputs (a bad file is a UserError); `warn`: about a portrait with no face."""
+def crop_mode(job: Job, crop: str | None) -> str:
+  """`--crop` as given, or by default "face", except for the bundled synthetic portrait ("none")."""
+  if crop is None:
+    same = os.path.exists(job.portrait) and os.path.samefile(job.portrait, DEMO_IMAGE)
+    return "none" if same else "face"
+  if crop not in CROPS:
+    raise UserError(f"--crop {crop!r}: accepted: face (find the face and crop around it) or none (the image is "
+                    "already a face crop; its central square is used)")
+  return crop
+
+
+def load(job: Job, *, sample_rate: int, max_seconds: float, warn: bool = True, crop: str | None = None,
+         face_index: int | None = None) -> Inputs:
+  """Decodes the job's inputs (a bad file is a UserError) and, with `crop` "face", cuts the portrait
+  (and every driving frame) around its face; `warn`: about a portrait with no face when the faces
+  extra is not installed."""
+  crop = crop_mode(job, crop)
+  if face_index is not None and crop != "face":
+    raise UserError(f"--face-index {face_index} picks a face to crop around; it does not go with --crop none")
+  if crop == "face" and not faces.available():
+    if warn:
+      print(f"warning: no face detector installed ({faces.INSTALL_HINT}); using the central square of "
+            f"{job.portrait} as it is", file=sys.stderr)
+    crop = "none"
   portrait = media.load_image(job.portrait)
-  if warn and face_likeness(portrait) < 0.03:
+  if crop == "face":
+    portrait, _, _ = faces.crop_portrait(portrait, face_index=face_index, what=f"image {job.portrait!r}")
+  elif warn and face_likeness(portrait) < 0.03:
     print(f"warning: {job.portrait} shows little face-like (skin-coloured) content in its centre; "
           "results will be poor. A frontal, centred portrait works best.", file=sys.stderr)
   driving = audio = None
   if job.driving is not None:
-    driving, _, audio = media.read_video(job.driving, sample_rate=sample_rate)
+    driving, fps, audio = media.read_video(job.driving, sample_rate=sample_rate)
+    if crop == "face":
+      driving = faces.crop_video(driving, fps, what=f"video {job.driving!r}")
   if job.audio is not None:
     audio = media.load_audio(job.audio, sample_rate=sample_rate, max_seconds=max_seconds)
   return Inputs(portrait, audio, driving)

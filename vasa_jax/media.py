@@ -30,6 +30,8 @@ SAMPLE_RATE = 16000
 MAX_AUDIO_SECONDS = 600.0
 # Peak below -60 dBFS: nothing a speech model could use.
 SILENCE_PEAK = 10 ** (-60 / 20)
+# The bundled default portrait, a frame of the synthetic corpus: already framed as the model was trained.
+DEMO_IMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", "synthetic_portrait.png")
 # RGBA portraits are composited on mid grey, which biases neither skin nor hair.
 NEUTRAL_BACKGROUND = (128, 128, 128)
 
@@ -492,8 +494,7 @@ def _main(args) -> int:
   if args.image:
     print(f"image {args.image}: {describe_image(require_file(args.image, 'image', IMAGE_ACCEPTED)) or '?'}")
     img = load_image(args.image, min_side=cfg.min_image_side, max_side=cfg.max_image_side)
-    side = min(img.shape[:2])
-    fine.append(f"portrait: {img.shape[1]}x{img.shape[0]} RGB; the model sees its central {side}x{side} square")
+    fine.append(_portrait_crop(img, args))
   if args.audio:
     print(f"audio {args.audio}: {describe_audio(require_file(args.audio, 'audio', AUDIO_ACCEPTED)) or '?'}")
     audio = load_audio(args.audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds,
@@ -514,12 +515,42 @@ def _main(args) -> int:
   return 0
 
 
+def _portrait_crop(img: np.ndarray, args) -> str:
+  """What `sample` will cut from the portrait (saved to `args.save_crop` if given), in words."""
+  from vasa_jax import faces  # pylint: disable=import-outside-toplevel
+  size = f"{img.shape[1]}x{img.shape[0]} RGB"
+  crop = args.crop or ("none" if os.path.samefile(args.image, DEMO_IMAGE) else "face")
+  if crop == "none" or not faces.available():
+    why = "--crop none" if crop == "none" else f"no face detector installed: {faces.INSTALL_HINT}"
+    side = min(img.shape[:2])
+    top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    crop = img[top:top + side, left:left + side]
+    text = f"portrait: {size}; the model sees its central {side}x{side} square ({why})"
+  else:
+    found = faces.find_faces(img)
+    crop, face, box = faces.crop_portrait(img, face_index=args.face_index, what=f"image {args.image!r}")
+    x0, y0, x1, y1 = face.box
+    text = (f"portrait: {size}; {len(found)} face(s); the model sees a {box[2]:.0f}x{box[2]:.0f} square "
+            f"centred at ({box[0]:.0f}, {box[1]:.0f}) around the face at x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f}")
+  if args.save_crop:
+    with atomic_output(require_output_path(args.save_crop, (".png",))) as tmp:
+      Image.fromarray(np.clip(np.round(crop * 255.0), 0, 255).astype(np.uint8)).save(tmp, "PNG")
+    text += f"; saved to {args.save_crop}"
+  return text
+
+
 def _parser():
   parser = cli.make_parser("python -m vasa_jax.media",
                            "Describe a portrait, a speech clip or a video as it is, then check it the way "
                            "python -m vasa_jax.sample will and say whether it is fine for sampling.",
                            config=True, default_config="tiny")
   parser.add_argument("--image", help="portrait image (PNG, JPEG, WebP or BMP)")
+  parser.add_argument("--crop", choices=("face", "none"),
+                      help="as sample's --crop: find the face and crop around it, or the central square (default: "
+                      "face, none for the bundled synthetic portrait)")
+  parser.add_argument("--face-index", type=int, help="as sample's: which face, counted from the left from 0 "
+                      "(default: the largest)")
+  parser.add_argument("--save-crop", metavar="PNG", help="write the square the model will see to this PNG")
   parser.add_argument("--audio", help="speech clip (wav, flac, mp3, m4a/aac, ogg/opus, or a video's audio)")
   parser.add_argument("--video", help="video file to decode (mp4, mov, mkv, webm)")
   return parser

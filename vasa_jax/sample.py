@@ -20,7 +20,7 @@ EXAMPLE_IMAGE = os.path.join(EXAMPLES, "portrait.jpg")
 EXAMPLE_AUDIO = os.path.join(EXAMPLES, "speech.wav")
 # The default portrait: a synthetic head of a held-out benchmark identity (the demo model never saw
 # it in training), the kind of face the demo model was trained on.
-DEMO_IMAGE = os.path.join(EXAMPLES, "synthetic_portrait.png")
+DEMO_IMAGE = jobs.DEMO_IMAGE
 
 
 def job_from_args(args) -> jobs.Job:
@@ -44,7 +44,8 @@ def run(args, cache: str | None = None) -> str:
   job = job_from_args(args)
   jobs.check(job, overwrite=args.overwrite)
   model = generate.load_model(args.checkpoint)
-  inputs = jobs.load(job, sample_rate=model.motion_cfg.media.sample_rate, max_seconds=args.max_audio_seconds)
+  inputs = jobs.load(job, sample_rate=model.motion_cfg.media.sample_rate, max_seconds=args.max_audio_seconds,
+                     crop=args.crop, face_index=args.face_index)
   return generate.make_video(model, job, inputs, args, compiling=generate.compiling_message(cache))
 
 
@@ -60,8 +61,16 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.sample",
                       "Generate a talking-face video from one portrait and one speech clip. With no arguments, "
                       "the bundled demo model animates the bundled example portrait with the example speech.")
-  p.add_argument("--image", help="portrait (PNG, JPEG, WebP or BMP; its central square is used); default: a "
+  p.add_argument("--image", help="portrait (PNG, JPEG, WebP or BMP; the face is found and cropped, see --crop); "
+                 "default: a "
                  "synthetic head the demo model never saw (vasa_jax/examples/portrait.jpg is a real photo to try)")
+  p.add_argument("--crop", choices=jobs.CROPS, help="face: find the face (the largest, or --face-index) and "
+                 "crop a square around it, framed as the model was trained; the same for every frame of --driving "
+                 "(needs pip install 'vasa_jax[faces]'; without it, the central square with a warning). none: the "
+                 "image is already a face crop, its central square is used. Default: face, none for the bundled "
+                 "synthetic portrait")
+  p.add_argument("--face-index", type=int, help="which face of a photo with several, counted from the left "
+                 "from 0 (default: the largest)")
   p.add_argument("--audio", help="speech (wav, flac, mp3, m4a, ogg/opus, or a video's audio), converted to 16 kHz "
                  "mono; default: the example (with --driving: the driving video's own sound)")
   p.add_argument("--out", help="mp4 to write: H.264 video, the audio as 16 kHz mono AAC. Default: named after the "

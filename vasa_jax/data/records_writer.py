@@ -115,6 +115,18 @@ class CorpusWriter:
 
   def add(self, split: str, clip: Mapping[str, Any]) -> None:
     """Encodes and appends one clip to `split`."""
+    self._check(split, clip)
+    record = fmt.encode_clip(clip, frame_codec=self.frame_codec,
+                         jpeg_quality=self.jpeg_quality)
+    writer = self._splits.get(split)
+    if writer is None:
+      writer = self._splits[split] = _SplitWriter(
+          self._tmp_dir, split, self.clips_per_shard)
+    writer.add(record, str(clip["clip_id"]), int(clip["identity"]),
+               fmt.clip_num_frames_from_arrays(clip))
+
+  def _check(self, split: str, clip: Mapping[str, Any]) -> None:
+    """What every clip of a corpus must share: fps, rate, frames or not, resolution, names."""
     if self._tmp_dir is None:
       raise RuntimeError("CorpusWriter.add outside its `with` block")
     if not split or not split.replace("_", "").replace(".", "").isalnum():
@@ -145,14 +157,19 @@ class CorpusWriter:
       raise ValueError(
           f"clip {clip_id}: labels {labels} / per-frame keys {extras} differ "
           f"from the corpus's {self._label_names} / {self._per_frame_keys}")
-    record = fmt.encode_clip(clip, frame_codec=self.frame_codec,
-                         jpeg_quality=self.jpeg_quality)
+
+  def add_record(self, split: str, record: bytes) -> None:
+    """Appends an already encoded clip record (`records_format.encode_clip`) to `split` as it is,
+    after the same checks as `add` (its frames are not decoded or re-compressed)."""
+    clip = fmt.decode_clip(record, frame_indices=[])
+    frames = clip.get("frames")
+    if frames is not None:  # `add` checks the frames' shape: an empty [0, H, W, 3] stands in for them.
+      clip["frames"] = np.zeros((1, *frames.shape[1:]), np.uint8)
+    self._check(split, clip)
     writer = self._splits.get(split)
     if writer is None:
-      writer = self._splits[split] = _SplitWriter(
-          self._tmp_dir, split, self.clips_per_shard)
-    writer.add(record, clip_id, int(clip["identity"]),
-               fmt.clip_num_frames_from_arrays(clip))
+      writer = self._splits[split] = _SplitWriter(self._tmp_dir, split, self.clips_per_shard)
+    writer.add(record, str(clip["clip_id"]), int(clip["identity"]), fmt.clip_num_frames(record))
 
   def abort(self) -> None:
     """Drops everything written so far."""
