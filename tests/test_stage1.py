@@ -252,3 +252,25 @@ def test_rare_labels_are_checked_and_narrow_the_rare_drivers(corpus):
     blink = records.decode_clip(source[int(batch["src_clip_B"][b])], [])["labels"]["blink"]
     dev = np.abs(blink - np.median(blink))
     assert dev[batch["drv_frame_B"][b]] >= np.sort(dev)[-max(1, round(0.1 * len(blink)))]
+
+
+def test_synthetic_batches_carry_the_drivers_face_regions_and_the_loss_reads_them(corpus):
+  from vasa_jax.data import face_regions, records
+  from vasa_jax.train import stage1
+  cfg = config.load("tiny", (("loss.face_regions", "1.0"),))
+  task, dataset = train_main.build_stage1(cfg, corpus)
+  raw = next(iter(dataset))
+  batch = task.host_batch(raw)
+  source = records.open_corpus(corpus).source("train")
+  for b in range(len(raw["drv_frame_B"])):
+    clip = records.decode_clip(source[int(raw["src_clip_B"][b])], [])
+    j = int(raw["drv_frame_B"][b])
+    want = face_regions.from_synthetic(clip["identity"], {k: v[j] for k, v in clip["labels"].items()})[0]
+    np.testing.assert_allclose(batch["drv_regions"][b], want, rtol=1e-6)
+  state = task.init(jax.random.key(0))
+  _, (terms, _) = task.gen_loss(state.params["gen"], state.params, stage1.prepare_batch(batch), 0.0,
+                                jax.random.key(1))
+  assert np.isfinite(float(terms["face_regions"])) and float(terms["face_regions"]) > 0.0
+  without = {k: v for k, v in batch.items() if k != "drv_regions"}
+  with pytest.raises(ValueError, match="needs the drivers' eye and mouth regions"):
+    task.gen_loss(state.params["gen"], state.params, stage1.prepare_batch(without), 0.0, jax.random.key(1))

@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict()
   c.loss.l1 = 1.0
   c.loss.ssim = 0.5
+  c.loss.face_regions = 0.0     # lever: L1 inside the driver's eyes and mouth (corpus geometry or face-mesh landmarks)
   c.loss.region_l1 = 0.0        # lever: extra L1 where driver and source differ (mouth, eyes, moved edges)
   c.loss.gan = 0.1
   c.loss.fm = 4.0

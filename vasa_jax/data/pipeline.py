@@ -51,7 +51,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from vasa_jax.data import records
+from vasa_jax.data import face_regions, records
 from vasa_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,20 @@ def _too_many_corrupt(split: str, tries: int) -> UserError:
   return UserError(f"split {split!r}: {tries} records in a row failed to "
                    "decode; the corpus is damaged (check it with "
                    "open_corpus(..., verify=True) and rewrite it)")
+
+
+def _frame_regions(clip: dict, frame: int) -> np.ndarray | None:
+  """The eye and mouth ellipses of one frame (`face_regions`): from a synthetic clip's geometry,
+  or from its face-mesh landmarks (`prepare`); None for a clip with neither."""
+  if clip.get("source") == "synthetic" and all(k in clip["labels"] for k in _REGION_LABELS):
+    return face_regions.from_synthetic(int(clip["identity"]),
+                                       {k: clip["labels"][k][frame] for k in _REGION_LABELS})[0]
+  if "landmarks" in clip:
+    return face_regions.from_landmarks(np.asarray(clip["landmarks"][frame:frame + 1], np.float32))[0]
+  return None
+
+
+_REGION_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "distance", "mouth_open", "mouth_width", "mouth_round", "smile")
 
 
 class _Stage1Example:
@@ -161,7 +175,9 @@ class _Stage1Example:
     else:
       raise _too_many_corrupt(self.split, self.max_retries)
     labels = pair["labels"]
+    regions = _frame_regions(pair, j)
     return {
+        **({} if regions is None else {"drv_regions_Bx3x4": regions}),
         "src_BxHxWx3": pair["frames"][0],
         "drv_BxHxWx3": pair["frames"][1],
         "other_BxHxWx3": other["frames"][0],
