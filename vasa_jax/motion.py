@@ -242,3 +242,35 @@ class WindowLoop:
       n_out = min(w, total - self.consumed) if final else w
       self.consumed += n_out
       yield window[:n_out]
+
+  def live_windows(self, *, hop: int, final: bool = False):
+    """Live: yields the normalised motion [n, M] of the frames whose audio has been heard.
+
+    Each window starts at the first frame not yet shown and spans W frames, of which only
+    those with audio received so far (plus the encoder's lookahead) are marked valid; the rest
+    see the audio null, as a clip cut short inside a window did in training
+    (`diffusion.p_truncate`). Only the heard frames are kept (and become the next window's
+    context); the window then slides on as more audio arrives, once at least `hop` new frames
+    are ready. `final`: also the frames of the audio's last, partial frame.
+    """
+    k, w, spf = self.model.context, self.model.window, self.spf
+    lookahead = int(self.model.cfg.audio.lookahead)
+    heard = (-(-self.received // spf)) if final else self.received // spf
+    while True:
+      ready = heard - self.consumed if final else heard - lookahead - self.consumed
+      if ready <= 0 or (not final and ready < hop):
+        return
+      n_out = min(ready, w)
+      wav = np.zeros((k + w) * spf, np.float32)
+      n = min(self.audio.size, wav.size)
+      wav[:n] = self.audio[:n]
+      valid = audio_valid_mask(self.consumed, heard, k, w)
+      first = np.array([self.consumed == 0 and not self.seed_context])
+      self.rng, sub = jax.random.split(self.rng)
+      window = self.step_fn(self.params, jnp.asarray(wav[None]), jnp.asarray(self.prev_KxM[None]),
+                            jnp.asarray(valid[None]), *self.controls, jnp.asarray(first), sub)
+      window = smooth_pose(self.prev_KxM, np.asarray(window[0]), self.pose_smooth)[:n_out]
+      self.prev_KxM = np.concatenate([self.prev_KxM, window])[-k:]
+      self.audio = self.audio[n_out * spf:]
+      self.consumed += n_out
+      yield window
