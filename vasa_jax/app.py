@@ -86,6 +86,11 @@ def _whole(name: str, value) -> int:
   return int(float(value))
 
 
+def _model_name(model: bundle_lib.Bundle) -> str:
+  same = model.path and os.path.realpath(model.path) == os.path.realpath(bundle_lib.DEMO_BUNDLE)
+  return "the demo bundle" if same or not model.path else f"`{os.path.basename(os.path.normpath(model.path))}`"
+
+
 def make_job(engine: Engine, portrait, audio, gaze_on, theta, phi, distance_on, distance, emotion, still,
              cfg_audio, cfg_gaze, steps, seed, label):
   """The page's inputs as `sample`'s job and settings, checked the way `sample` checks them."""
@@ -173,7 +178,7 @@ def build_page(engine: Engine):
 
   with gr.Blocks(title="vasa_jax") as page:
     gr.Markdown("# vasa_jax: one portrait + speech -> a talking face\n"
-                f"Model: `{model.path or 'demo'}` (checkpoint {model.digest}). Every video carries an invisible "
+                f"Model: {_model_name(model)} (checkpoint {model.digest}). Every video carries an invisible "
                 "watermark and provenance metadata. The demo model was trained on synthetic heads only.")
     with gr.Tab("Make a video"):
       with gr.Row():
@@ -206,11 +211,11 @@ def build_page(engine: Engine):
             label = gr.Checkbox(label="visible 'AI-GENERATED' label", value=False)
           go = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Column():
-          preview = gr.Image(label="frames as they are made", type="numpy", interactive=False,
+          preview = gr.Image(label="frames as they are made", type="numpy", interactive=False, height=260,
                              elem_id="preview")
-          video = gr.Video(label="video (watermarked mp4)", interactive=False, elem_id="video")
+          video = gr.Video(label="video (watermarked mp4)", interactive=False, height=300, elem_id="video")
           download = gr.File(label="download", interactive=False, elem_id="download")
-          status = gr.Textbox(label="status", interactive=False, elem_id="status")
+          status = gr.Textbox(label="status", interactive=False, lines=2, elem_id="status")
       go.click(make_video, [portrait, webcam, audio, gaze_on, gaze_theta, gaze_phi, distance_on, distance, emotion, still,
                             cfg_audio, cfg_gaze, steps, seed, label],
                [preview, video, download, status], api_name="generate", concurrency_limit=1,
