@@ -38,9 +38,8 @@ def test_bench_tiny_prints_and_writes_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_diffusion_flops_count_every_step():
   # XLA costs a loop body once; the benchmark must count every DDIM step. Two more steps
-  # must add two guided denoising calls: one per guidance variant the sampler runs (the full
-  # condition + audio dropped; no gaze was asked for, so its variant is skipped) x ~2 FLOPs per
-  # DiT weight per token.
+  # must add two guided denoising calls: 3 variants (all conditions, audio dropped, gaze dropped)
+  # x ~2 FLOPs per DiT weight per token.
   import jax
   import numpy as np
   from vasa_jax import config
@@ -51,6 +50,6 @@ def test_diffusion_flops_count_every_step():
   params = MotionModel(cfg, 6 + cfg.face.z_dyn).init(jax.random.key(0))["dit"]
   n_weights = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params) if x.ndim == 2)
   tokens = 3 + cfg.data.context + cfg.data.window
-  assert two["guided_passes"] == four["guided_passes"] == 2
+  assert two["guided_passes"] == four["guided_passes"] == 3
   expected = 2 * two["guided_passes"] * 2 * n_weights * tokens
   assert 0.6 < (per_window(four) - per_window(two)) / expected < 1.6

@@ -56,11 +56,14 @@ class StreamingSampler:
     self.steps = steps or mcfg.diffusion.sample_steps
     d = mcfg.diffusion
     guidance = tuple(float(g) for g in (guidance if guidance is not None else (d.cfg_audio, d.cfg_gaze, 0, 0, 0)))
-    # A control that is not given is dropped from every guidance variant (the window step's base
-    # mask), so its guided pass would repeat the unguided one: skip it (the same motion, one
-    # denoiser pass fewer per step: a third of the diffusion time when no gaze is asked for).
-    given = (True, controls.gaze is not None, controls.distance is not None, controls.emotion is not None, True)
-    self.guidance = tuple(g if on else 0.0 for g, on in zip(guidance, given))
+    if live_hop:
+      # A control that is not given is dropped from every guidance variant (the window step's base
+      # mask), so its guided pass repeats the unguided one: live mode skips it (the same motion, a
+      # third less diffusion time per step when no gaze is asked for). Other modes keep the pass, so
+      # that jobs with and without a gaze share one compiled window step (`sample --batch`, the app).
+      given = (True, controls.gaze is not None, controls.distance is not None, controls.emotion is not None, True)
+      guidance = tuple(g if on else 0.0 for g, on in zip(guidance, given))
+    self.guidance = guidance
     self.still = still
     self.live_hop = live_hop
     self.decode_batch = decode_batch
