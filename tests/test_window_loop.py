@@ -130,7 +130,7 @@ def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audi
   seen_valid = []
   step = s.loop.step_fn
   s.loop.step_fn = lambda *a: (seen_valid.append(np.asarray(a[3])[0]), step(*a))[1]
-  out, heard_at = [], []
+  out, heard_at, compiled = [], [], None
   for start in range(0, audio.size, 320):  # 20 ms chunks
     s.add_audio(audio[start:start + 320])
     heard = min(start + 320, audio.size) // spf
@@ -139,6 +139,7 @@ def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audi
       heard_at.append(heard)
       assert s.loop.consumed <= heard - lookahead  # never ahead of the audio
       list(s.render(motion))
+      compiled = compiled if out[1:] else s.compiled_steps()  # after the first step
   assert min(out) >= hop and all(n <= s.window for n in out)
   # Each step starts as soon as `hop` frames are ready: never more than hop + 1 behind (20 ms chunks).
   assert sum(out) >= -(-audio.size // spf) - lookahead - hop - 1
@@ -149,7 +150,7 @@ def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audi
   for motion in s.motion_windows(final=True):
     list(s.render(motion))
   assert s.frames_out == -(-audio.size // spf)
-  assert s.compiled_steps() == {"window": 1, "decode": 1}
+  assert s.compiled_steps() == compiled  # nothing compiled after the first step
 
 
 def test_live_stream_times_every_frame_and_drops_only_late_ones(model, audio):

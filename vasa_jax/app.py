@@ -37,6 +37,7 @@ WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 MAX_UPLOAD = "20mb"
 MAX_AUDIO_SECONDS = 60.0       # page and API videos
 MAX_LIVE_SECONDS = 300.0       # one live session
+LIVE_IDLE_S = 30.0             # a live session without audio for this long is closed
 FREE = "(free)"                # the emotion choice meaning 'not given'
 UI_MAX_STEPS = 50              # the page's slider; the API accepts generate.STEPS_RANGE
 PREVIEW_EVERY_S = 0.25         # at most this often a new preview frame is sent to the page
@@ -307,7 +308,10 @@ def live_session(engine: Engine, cfg: dict, inbox: queue.Queue, send) -> None:
         send(np.array([f.index], "<u4").tobytes() + np.array([f.latency * 1e3], "<f4").tobytes() + _jpeg(f.frame))
 
     while True:
-      items = [inbox.get()]
+      try:
+        items = [inbox.get(timeout=LIVE_IDLE_S)]
+      except queue.Empty:  # A silent client must not hold the model.
+        raise UserError(f"no audio for {LIVE_IDLE_S:g} s; live session closed")
       while not inbox.empty():
         items.append(inbox.get())
       ending = None

@@ -92,7 +92,7 @@ class StreamingSampler:
     # Normalised, as the motion model sees it: the first window's context.
     self.first_motion = np.asarray((jnp.asarray(self.stage2_motion) - self.mean) / self.std)
     self.loop = WindowLoop(self.motion_model, bundle.motion_params, self.first_motion, controls,
-                           jax.random.key(seed), steps=self.steps, guidance=self.guidance)
+                           jax.random.key(seed), steps=self.steps, guidance=self.guidance, live=bool(live_hop))
     self.window_step = self.loop.step_fn
     self.frames_out = 0
     self.timings: dict[str, list[float]] = {"diffusion": [], "decode": []}
