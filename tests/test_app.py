@@ -268,5 +268,6 @@ def test_live_page_with_a_fake_microphone(server, tmp_path):
   assert not state["status"].startswith("error"), state["status"]
   lat = np.asarray(state["latencies"])
   assert len(lat) >= 50 and np.all(np.isfinite(lat)) and np.all(lat > 0), lat[:10]
-  print(f"\nlive in the browser: {len(lat)} frames, sound -> mouth median {np.median(lat):.0f} ms, "
+  fps = (state["frames"] - 1) / max((state["lastFrameAt"] - state["firstFrameAt"]) / 1000, 1e-3)
+  print(f"\nlive in the browser: {len(lat)} frames at {fps:.1f} fps, sound -> mouth median {np.median(lat):.0f} ms, "
         f"95% {np.percentile(lat, 95):.0f} ms, server part median {np.median(state['serverLatencies']):.0f} ms")
