@@ -271,3 +271,13 @@ def test_live_page_with_a_fake_microphone(server, tmp_path):
   fps = (state["frames"] - 1) / max((state["lastFrameAt"] - state["firstFrameAt"]) / 1000, 1e-3)
   print(f"\nlive in the browser: {len(lat)} frames at {fps:.1f} fps, sound -> mouth median {np.median(lat):.0f} ms, "
         f"95% {np.percentile(lat, 95):.0f} ms, server part median {np.median(state['serverLatencies']):.0f} ms")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "0"], "error: --port 0 is out of range; accepted: 1..65535"),
+    (["--checkpoint", "/nonexistent/bundle"], "error: checkpoint '/nonexistent/bundle' does not exist"),
+])
+def test_app_command_rejects_bad_flags_in_one_line(argv, message):
+  run = subprocess.run([sys.executable, "-m", "vasa_jax.app", *argv], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert run.returncode == 2 and run.stderr.startswith(message) and run.stderr.count("\n") == 1, run.stderr

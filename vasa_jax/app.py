@@ -180,7 +180,9 @@ def build_page(engine: Engine):
   with gr.Blocks(title="vasa_jax") as page:
     gr.Markdown("# vasa_jax: one portrait + speech -> a talking face\n"
                 f"Model: {_model_name(model)} (checkpoint {model.digest}). Every video carries an invisible "
-                "watermark and provenance metadata. The demo model was trained on synthetic heads only.")
+                "watermark and provenance metadata."
+                + (" The demo model was trained on synthetic heads only." if _model_name(model).startswith("the demo")
+                   else ""))
     with gr.Tab("Make a video"):
       with gr.Row():
         with gr.Column():
@@ -424,6 +426,7 @@ def require_inside(path: str, folder: str, what: str) -> str:
 
 def main(args) -> int:
   cli.check_range("--port", args.port, 1, 65535)
+  cli.check_range("--max-audio-seconds", args.max_audio_seconds, *generate.MAX_AUDIO_SECONDS_RANGE)
   workdir = tempfile.mkdtemp(prefix="vasa_jax_app_")
   # Gradio keeps uploads and served outputs in its temporary folder: inside the app's own.
   os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "gradio")
