@@ -131,6 +131,19 @@ def test_files_outside_the_app_cannot_be_read(server, tmp_path):
     assert httpx.get(f"{server}/gradio_api/file={path}").status_code in (403, 404)
 
 
+def test_uploads_over_the_size_limit_are_refused(server, tmp_path):
+  big = tmp_path / "big.wav"
+  big.write_bytes(b"\0" * (21 * 2 ** 20))  # over the app's 20 MB
+  with open(big, "rb") as f:
+    r = httpx.post(f"{server}/gradio_api/upload", files={"files": ("big.wav", f)}, timeout=120)
+  assert r.status_code == 413, (r.status_code, r.text[:200])
+  small = tmp_path / "small.wav"
+  small.write_bytes(b"\0" * 1000)
+  with open(small, "rb") as f:
+    r = httpx.post(f"{server}/gradio_api/upload", files={"files": ("small.wav", f)}, timeout=120)
+  assert r.status_code == 200 and r.json()[0].endswith("small.wav")
+
+
 def test_bad_inputs_get_the_cli_messages(server, tmp_path, short_speech):
   """An upload that is no image, and speech over the app's limit: the one-line messages `sample` gives."""
   from gradio_client import Client, handle_file
