@@ -14,6 +14,7 @@ def test_bench_tiny_prints_and_writes_json(tmp_path, capsys):
   assert cli.run(bench.main, bench.parser(), argv) == 0
   text = capsys.readouterr().out
   assert "matmul peak" in text and "first-frame latency" in text and "streaming" in text
+  assert "live: sound in -> frame ready" in text
   res = json.load(open(out))
   assert res["matmul_peak_gflops"] > 0 and res["face"][0]["decode_gflop_per_frame"] > 0
   pipe = res["pipeline"][0]
@@ -25,6 +26,9 @@ def test_bench_tiny_prints_and_writes_json(tmp_path, capsys):
     assert pipe[f"{mode}_fps"] * pipe[f"{mode}_rtf"] == pytest.approx(25.0, rel=0.05), mode
   assert pipe["gflop_per_frame"] == pytest.approx(
       pipe["diffusion_gflop_per_second_of_motion"] / 25 + pipe["decode_gflop_per_frame"], rel=1e-6)
+  lv = pipe["live"]  # Every frame of the 1 s clip is either shown (and timed) or dropped as late.
+  assert lv["frames"] + lv["dropped"] == 25 and lv["frames"] >= 1
+  assert 0 < lv["median"] <= lv["p95"] <= lv["max"] and lv["shown_fps"] == pytest.approx(lv["frames"], rel=1e-6)
   face = res["face"][0]
   assert face["decode_fps"] * face["decode_ms_per_frame"] == pytest.approx(1000.0, rel=1e-6)
   # The pipeline decodes with the same face model (plus the watermark) as the face benchmark.
@@ -34,7 +38,8 @@ def test_bench_tiny_prints_and_writes_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_diffusion_flops_count_every_step():
   # XLA costs a loop body once; the benchmark must count every DDIM step. Two more steps
-  # must add two guided denoising calls: 3 variants x ~2 FLOPs per DiT weight per token.
+  # must add two guided denoising calls: 3 variants (all conditions, audio dropped, gaze dropped)
+  # x ~2 FLOPs per DiT weight per token.
   import jax
   import numpy as np
   from vasa_jax import config
@@ -45,5 +50,6 @@ def test_diffusion_flops_count_every_step():
   params = MotionModel(cfg, 6 + cfg.face.z_dyn).init(jax.random.key(0))["dit"]
   n_weights = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params) if x.ndim == 2)
   tokens = 3 + cfg.data.context + cfg.data.window
-  expected = 2 * 3 * 2 * n_weights * tokens
+  assert two["guided_passes"] == four["guided_passes"] == 3
+  expected = 2 * two["guided_passes"] * 2 * n_weights * tokens
   assert 0.6 < (per_window(four) - per_window(two)) / expected < 1.6

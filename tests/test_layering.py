@@ -6,7 +6,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["vasa_jax.sample", "vasa_jax.stream", "vasa_jax.bundle"])
+@pytest.mark.parametrize("module", ["vasa_jax.sample", "vasa_jax.stream", "vasa_jax.bundle", "vasa_jax.live",
+                                    "vasa_jax.app"])
 def test_inference_never_imports_the_trainer(module):
   code = (f"import {module}, sys; "
           "bad = sorted(m for m in sys.modules if m.startswith('vasa_jax.train')); "

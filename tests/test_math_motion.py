@@ -258,3 +258,14 @@ def test_the_seed_reaches_the_motion_through_the_initial_noise(seed):
     rng, sub = jax.random.split(rng)
     noise = np.asarray(jax.random.normal(sub, (1, mm.window, M)))[0]
     np.testing.assert_allclose(window, 0.5 * noise, rtol=1e-5, atol=1e-6)
+
+
+def test_frame_noise_is_anchored_to_frame_indices():
+  """Live windows overlap: the frames they share start from the same noise, wherever the window starts."""
+  rng = jax.random.key(3)
+  a = np.asarray(motion.frame_noise(rng, 0, 2, 8, 5))
+  b = np.asarray(motion.frame_noise(rng, 3, 2, 8, 5))
+  assert a.shape == (2, 8, 5)
+  np.testing.assert_array_equal(a[:, 3:], b[:, :5])
+  assert not np.allclose(a[:, :5], b[:, :5])  # and frames differ from one another
+  assert abs(a.std() - 1) < 0.4

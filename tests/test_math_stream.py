@@ -18,6 +18,7 @@ def _sampler(decode_batch=4, mean=0.0, std=1.0, still=False):
   s = object.__new__(stream.StreamingSampler)
   s.bundle = types.SimpleNamespace(face_params="params")
   s.portrait, s.signs, s.decode_batch, s.still = "portrait", "signs", decode_batch, still
+  s.live_hop = None
   s.frames_out, s.first_frame_latency, s._window_started = 0, None, 0.0
   s.timings = {"diffusion": [], "decode": []}
   s.mean, s.std, s.label_space = np.float32(mean), np.float32(std), False

@@ -117,3 +117,66 @@ def test_pose_smoothing_lowers_jitter_joins_the_context_and_leaves_expression_al
   # The first frame leans on the context: closer to it than the raw first frame was.
   assert np.abs(out[0, :POSE_DIMS] - 0.5).mean() < np.abs(window[0, :POSE_DIMS] - 0.5).mean()
   np.testing.assert_array_equal(smooth_pose(prev, window, 0.0), window)
+
+
+def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audio):
+  """Live mode: a frame comes out once its audio and the encoder's lookahead are heard, at least
+  `hop` at a time; the heard frames become the next window's context; nothing recompiles; the
+  finished clip has as many frames as the offline one."""
+  hop, spf = 3, 640
+  lookahead = int(model.motion_cfg.audio.lookahead)
+  s = _sampler(model, live_hop=hop, decode_batch=1)
+  k = s.context
+  seen_valid = []
+  step = s.loop.step_fn
+  s.loop.step_fn = lambda *a: (seen_valid.append(np.asarray(a[3])[0]), step(*a))[1]
+  out, heard_at, compiled = [], [], None
+  for start in range(0, audio.size, 320):  # 20 ms chunks
+    s.add_audio(audio[start:start + 320])
+    heard = min(start + 320, audio.size) // spf
+    for motion in s.motion_windows(final=False):
+      out.append(len(motion))
+      heard_at.append(heard)
+      assert s.loop.consumed <= heard - lookahead  # never ahead of the audio
+      list(s.render(motion))
+      compiled = compiled if out[1:] else s.compiled_steps()  # after the first step
+  assert min(out) >= hop and all(n <= s.window for n in out)
+  # Each step starts as soon as `hop` frames are ready: never more than hop + 1 behind (20 ms chunks).
+  assert sum(out) >= -(-audio.size // spf) - lookahead - hop - 1
+  # The window marks exactly the heard frames (K context frames included) as having audio.
+  consumed = np.cumsum([0] + out[:-1])
+  for valid, c, heard in zip(seen_valid, consumed, heard_at):
+    np.testing.assert_array_equal(valid, audio_valid_mask(c, heard, k, s.window))
+  for motion in s.motion_windows(final=True):
+    list(s.render(motion))
+  assert s.frames_out == -(-audio.size // spf)
+  assert s.compiled_steps() == compiled  # nothing compiled after the first step
+
+
+def test_live_stream_times_every_frame_and_drops_only_late_ones(model, audio):
+  """LiveStream: a frame's latency runs from the capture of its sound (the middle sample, inside
+  the chunk that carried it) to its being ready; with a lag limit, late frames are skipped but the
+  video clock (frame indices, watermark times) goes on."""
+  from vasa_jax import live
+  clock = [100.0]
+  ready = 10 - int(model.motion_cfg.audio.lookahead)  # of the 10 frames in 6400 samples
+  s = _sampler(model, live_hop=2, decode_batch=1)
+  w = s.window  # a step makes at most W frames; what is left after it waits for the hop
+  out = ready if ready <= w or ready - w >= 2 else w
+  session = live.LiveStream(s, clock=lambda: clock[0], max_lag_s=None)
+  session.add(audio[:1000], captured_at=10.0)  # samples 0..999 ended at t = 10 s
+  session.add(audio[1000:1600], captured_at=11.0)
+  assert session.sound_time(0) == pytest.approx(10.0 - (1000 - 320) / 16000)
+  assert session.sound_time(1) == pytest.approx(10.0 - (1000 - 960) / 16000)  # still in the first chunk
+  assert list(session.ready()) == []  # 2 whole frames heard, less the lookahead: under the hop of 2
+  session.add(audio[1600:6400], captured_at=12.0)
+  assert session.sound_time(2) == pytest.approx(12.0 - (6400 - 1600) / 16000)
+  frames = list(session.ready())
+  assert [f.index for f in frames] == list(range(len(frames))) and len(frames) == out
+  assert frames[0].latency == pytest.approx(100.0 - session.sound_time(0))
+  late = live.LiveStream(_sampler(model, live_hop=2, decode_batch=1), clock=lambda: clock[0], max_lag_s=0.25)
+  late.add(audio[:6400], captured_at=99.9)  # all heard at once: frame i's sound is 0.1 s + (6400 - its middle) old
+  shown = list(late.ready())
+  assert late.dropped > 0 and shown[-1].index == out - 1 and late.dropped + len(shown) == out
+  assert all(f.latency <= 0.25 for f in shown[:-1])  # the newest frame of a step is always shown
+  assert late.sampler.frames_out == out  # the skipped frames still advanced the video clock

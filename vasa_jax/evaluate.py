@@ -358,7 +358,8 @@ def blink_rate(blink_T, fps: float) -> float:
 
 
 def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_clips: int = 20,
-                    speech: str | None = None, settings=((10, 0.5),), seed: int = 0) -> dict:
+                    speech: str | None = None, settings=((10, 0.5),), seed: int = 0,
+                    live_hop: int | None = None) -> dict:
   """Stage 2 scored on the generated pixels, through the sampler users run.
 
   For each held-out clip: its first frame is the portrait, its audio drives the
@@ -368,7 +369,8 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   the gaze / distance / emotion controls are measured on normal (moving) output,
   each against the same read-out applied to the true frames. With `speech`, the
   real recording also drives each portrait, scored against the track the corpus'
-  own audio->mouth rule derives from it.
+  own audio->mouth rule derives from it. `live_hop`: generate as live mode does (the audio
+  arriving in 20 ms chunks, the window sliding along it `live_hop` frames at a time).
   """
   bundle = bundle_lib.load(bundle_dir)
   readout = readout_lib.Readout.load(readout_dir)
@@ -401,12 +403,19 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0,
                                       controls=clip_controls(clip["attrs"]),
                                       steps=steps, guidance=(lam, bundle.motion_cfg.diffusion.cfg_gaze, 0, 0, 0),
-                                      seed=seed, still=still, watermark=None)
-    sampler.add_audio(audio)
+                                      seed=seed, still=still, watermark=None, live_hop=live_hop)
     frames, labels = [], []
-    for motion in sampler.motion_windows(final=True):
-      frames.extend(sampler.render(motion))
-      labels.extend(label_motion.from_latents(m[:POSE_DIM], m[POSE_DIM:], synthetic.LABEL_NAMES) for m in motion)
+
+    def take(final):
+      for motion in sampler.motion_windows(final=final):
+        frames.extend(sampler.render(motion))
+        labels.extend(label_motion.from_latents(m[:POSE_DIM], m[POSE_DIM:], synthetic.LABEL_NAMES) for m in motion)
+
+    chunk = sampler.spf // 2 if live_hop else audio.size
+    for start in range(0, audio.size, chunk):
+      sampler.add_audio(audio[start:start + chunk])
+      take(False)
+    take(True)
     return np.stack(frames), np.stack(labels)
 
   def pixel_read(clip, frames, labels_TxL):
@@ -455,7 +464,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     row["blink_ratio"] = row["blink_per_min"] / max(ref["blink_per_min"], 1e-6)
     row.update(_control_errors(moving))
     runs.append(row)
-  return {"checkpoint": bundle_dir, "clips": len(clips), "truth": ref, "runs": runs,
+  return {"checkpoint": bundle_dir, "clips": len(clips), "truth": ref, "runs": runs, "live_hop": live_hop,
           "readout_accuracy": readout.meta.get("benchmark_accuracy")}
 
 
@@ -489,7 +498,8 @@ def _control_errors(reads_and_attrs) -> dict:
 def format_pixels(res: dict) -> str:
   t = res["truth"]
   lines = [f"stage 2 on generated pixels: bundle {res['checkpoint']}, {res['clips']} held-out clips "
-           "(unseen identities and audio), read by the read-out network",
+           "(unseen identities and audio), read by the read-out network"
+           + (f"; live mode, hop {res['live_hop']} frames" if res.get("live_hop") else ""),
            f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'dP deg':>7s} {'dP ratio':>8s} {'blinks/min':>10s} "
            f"{'gaze err':>8s} {'dist err':>8s} {'emotion':>7s}",
            f"{'true frames':22s} {t['mouth_corr']:8.3f} {'':>9s} {t['delta_p_deg']:7.3f} {1.0:8.2f} "
@@ -544,7 +554,7 @@ def main(args) -> int:
                       "(train one with python -m vasa_jax.readout)")
     settings = [(s_, lam) for s_ in args.steps for lam in args.cfg_audio]
     res = evaluate_pixels(args.checkpoint, args.data, args.readout, max_clips=args.max_clips or 20,
-                          speech=args.speech, settings=settings)
+                          speech=args.speech, settings=settings, live_hop=args.live_hop)
     print(format_pixels(res))
     if args.strip:
       media.require_output_path(args.strip, (".png",))
@@ -581,6 +591,8 @@ def parser():
                  help="stage 2: audio guidance scales to compare")
   p.add_argument("--strip", help="stage 2 on a bundle: also write a PNG of one held-out clip "
                  "(truth, reconstruction, generation)")
+  p.add_argument("--live-hop", type=int, help="stage 2 on a bundle: generate as live mode does, the window "
+                 "sliding along 20 ms audio chunks this many frames at a time (python -m vasa_jax.app's live tab)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
   return p
 

@@ -57,9 +57,10 @@ def load_model(checkpoint: str | None) -> bundle_lib.Bundle:
 
 
 def make_video(model: bundle_lib.Bundle, job: jobs.Job, inputs: jobs.Inputs, settings, *,
-               compiling: str | None = None, desc: str = "vasa_jax") -> str:
+               compiling: str | None = None, desc: str = "vasa_jax", on_frame=None) -> str:
   """Writes `job.out`; `compiling`: a message to show while the sampler compiles (the first
-  video of a process), before the progress bar starts with the first frame."""
+  video of a process), before the progress bar starts with the first frame; `on_frame(i, total,
+  frame)`: called with each frame as it is made (the app's preview and progress)."""
   if compiling and not settings.quiet:
     print(compiling, file=sys.stderr, flush=True)
   sr = model.motion_cfg.media.sample_rate
@@ -82,8 +83,10 @@ def make_video(model: bundle_lib.Bundle, job: jobs.Job, inputs: jobs.Inputs, set
   metadata = provenance.provenance_metadata(model.digest, payload, watermark=not settings.no_watermark)
   with media.VideoWriter(job.out, sampler.fps, with_audio=inputs.audio is not None, sample_rate=sr,
                          metadata=metadata) as writer:
-    for frame in _progress(source, total, desc, settings.quiet):
+    for i, frame in enumerate(_progress(source, total, desc, settings.quiet)):
       writer.write(frame)
+      if on_frame is not None:
+        on_frame(i, total, frame)
     writer.close(inputs.audio)
   if settings.c2pa_cert:
     payload_hex = None if settings.no_watermark else f"{payload:016x}"

@@ -124,12 +124,15 @@ class MotionModel:
     out = list(loop.windows(final=True, num_frames=num_frames))
     return np.concatenate(out)[:loop.consumed]
 
-  def window_step_fn(self, steps: int, guidance: tuple):
-    """A jitted `(params, wav, prev, audio_valid, gaze, distance, emotion, present, first, rng) -> window`."""
-    key = (steps, guidance)
+  def window_step_fn(self, steps: int, guidance: tuple, anchored_noise: bool = False):
+    """A jitted `(params, wav, prev, audio_valid, gaze, distance, emotion, present, first, rng[, start])
+    -> window`. `anchored_noise`: the starting noise of each frame is drawn from `fold_in(rng, its
+    index in the clip)` (the window's first frame is `start`), so windows that overlap start their
+    shared frames from the same noise (live mode slides a window a few frames at a time)."""
+    key = (steps, guidance, anchored_noise)
     cache = self.__dict__.setdefault("_window_steps", {})
     if key not in cache:
-      def step(params, wav_BxS, prev_BxKxM, valid_BxL, gaze, dist, emo, present_Bx3, first_B, rng):
+      def step(params, wav_BxS, prev_BxKxM, valid_BxL, gaze, dist, emo, present_Bx3, first_B, rng, start=0):
         feats = self.features(params, wav_BxS)
         ctx = {"prev": prev_BxKxM, "audio": feats, "gaze": gaze, "distance": dist, "emotion": emo}
         base = jnp.zeros((wav_BxS.shape[0], len(motion_dit.CONDITIONS)), bool)
@@ -137,11 +140,21 @@ class MotionModel:
         base = base.at[:, motion_dit.DISTANCE].set(~present_Bx3[:, 1])
         base = base.at[:, motion_dit.EMOTION].set(~present_Bx3[:, 2])
         base = base.at[:, motion_dit.PREV].set(first_B)
-        noise = jax.random.normal(rng, (wav_BxS.shape[0], self.window, self.motion_dim))
+        if anchored_noise:
+          noise = frame_noise(rng, start, wav_BxS.shape[0], self.window, self.motion_dim)
+        else:
+          noise = jax.random.normal(rng, (wav_BxS.shape[0], self.window, self.motion_dim))
         return self.sample_window(params, ctx, noise, steps=steps, guidance=guidance, base_drop_BxC=base,
                                   audio_valid_BxL=valid_BxL)
       cache[key] = jax.jit(step)
     return cache[key]
+
+
+def frame_noise(rng, start, batch: int, window: int, dim: int):
+  """Starting noise [batch, window, dim] for frames start .. start + window - 1 of a clip, each
+  frame's drawn from `fold_in(rng, frame index)`: windows that overlap share their frames' noise."""
+  rngs = jax.vmap(lambda t: jax.random.fold_in(rng, t))(start + jnp.arange(window))
+  return jax.vmap(lambda r: jax.random.normal(r, (batch, dim)), out_axes=1)(rngs)
 
 
 POSE_DIMS = 6  # Both motion layouts (stage-1 latents, label space) start with the six pose numbers.
@@ -192,11 +205,14 @@ class WindowLoop:
   """
 
   def __init__(self, model: MotionModel, params, first_motion_M, controls: Controls, rng, *, steps: int,
-               guidance: Sequence[float], seed_context: bool = True):
+               guidance: Sequence[float], seed_context: bool = True, live: bool = False):
+    """`live`: for `live_windows`, whose windows overlap: noise anchored to frame indices."""
     self.model, self.params = model, params
     k, self.spf = model.context, model.samples_per_frame
     self.controls = [jnp.asarray(a) for a in controls.arrays(1)]
-    self.step_fn = model.window_step_fn(steps, tuple(guidance))
+    self.live = live
+    self.step_fn = (model.window_step_fn(steps, tuple(guidance), anchored_noise=True) if live
+                    else model.window_step_fn(steps, tuple(guidance)))
     self.pose_smooth = float(model.cfg.diffusion.pose_smooth)
     # The portrait's own (normalised) motion, repeated, is the first window's context, so the
     # video starts from its pose and expression; `seed_context=False` drops that context.
@@ -242,3 +258,39 @@ class WindowLoop:
       n_out = min(w, total - self.consumed) if final else w
       self.consumed += n_out
       yield window[:n_out]
+
+  def live_windows(self, *, hop: int, final: bool = False):
+    """Live: yields the normalised motion [n, M] of the frames whose audio has been heard.
+
+    Each window starts at the first frame not yet shown and spans W frames, of which only
+    those with audio received so far (plus the encoder's lookahead) are marked valid; the rest
+    see the audio null, as a clip cut short inside a window did in training
+    (`diffusion.p_truncate`). Only the heard frames are kept (and become the next window's
+    context); the window then slides on as more audio arrives, once at least `hop` new frames
+    are ready. `final`: also the frames of the audio's last, partial frame.
+    """
+    if not self.live:
+      raise ValueError("live_windows needs a WindowLoop made with live=True")
+    k, w, spf = self.model.context, self.model.window, self.spf
+    lookahead = int(self.model.cfg.audio.lookahead)
+    heard = (-(-self.received // spf)) if final else self.received // spf
+    while True:
+      ready = heard - self.consumed if final else heard - lookahead - self.consumed
+      if ready <= 0 or (not final and ready < hop):
+        return
+      n_out = min(ready, w)
+      wav = np.zeros((k + w) * spf, np.float32)
+      n = min(self.audio.size, wav.size)
+      wav[:n] = self.audio[:n]
+      valid = audio_valid_mask(self.consumed, heard, k, w)
+      first = np.array([self.consumed == 0 and not self.seed_context])
+      # Overlapping windows start each frame from the same noise (anchored to the frame's index),
+      # so a frame's motion changes between steps only as its audio and context do.
+      window = self.step_fn(self.params, jnp.asarray(wav[None]), jnp.asarray(self.prev_KxM[None]),
+                            jnp.asarray(valid[None]), *self.controls, jnp.asarray(first), self.rng,
+                            jnp.int32(self.consumed))
+      window = smooth_pose(self.prev_KxM, np.asarray(window[0]), self.pose_smooth)[:n_out]
+      self.prev_KxM = np.concatenate([self.prev_KxM, window])[-k:]
+      self.audio = self.audio[n_out * spf:]
+      self.consumed += n_out
+      yield window

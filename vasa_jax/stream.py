@@ -43,18 +43,29 @@ class StreamingSampler:
   def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *,
                watermark: watermark_lib.Watermarker | None, controls: Controls = Controls(),
                steps: int | None = None, guidance: Sequence[float] | None = None, seed: int = 0,
-               still: bool = False, decode_batch: int = 10, label: bool = False):
+               still: bool = False, decode_batch: int = 10, label: bool = False, live_hop: int | None = None):
     """`watermark`: the `Watermarker` of this video's payload, or None to turn the invisible
     watermark off (callers must then say so in their output). It has no default, so that
-    turning it off is always written down."""
+    turning it off is always written down. `live_hop`: live mode (`WindowLoop.live_windows`):
+    frames come out as soon as their audio is heard, at least this many at a time, instead of
+    a whole window of W frames at a time."""
     self.bundle = bundle
     fcfg, mcfg = bundle.face_cfg, bundle.motion_cfg
     self.window, self.context = mcfg.data.window, mcfg.data.context
     self.fps = mcfg.data.fps
     self.steps = steps or mcfg.diffusion.sample_steps
     d = mcfg.diffusion
-    self.guidance = tuple(float(g) for g in (guidance if guidance is not None else (d.cfg_audio, d.cfg_gaze, 0, 0, 0)))
+    guidance = tuple(float(g) for g in (guidance if guidance is not None else (d.cfg_audio, d.cfg_gaze, 0, 0, 0)))
+    if live_hop:
+      # A control that is not given is dropped from every guidance variant (the window step's base
+      # mask), so its guided pass repeats the unguided one: live mode skips it (the same motion, a
+      # third less diffusion time per step when no gaze is asked for). Other modes keep the pass, so
+      # that jobs with and without a gaze share one compiled window step (`sample --batch`, the app).
+      given = (True, controls.gaze is not None, controls.distance is not None, controls.emotion is not None, True)
+      guidance = tuple(g if on else 0.0 for g, on in zip(guidance, given))
+    self.guidance = guidance
     self.still = still
+    self.live_hop = live_hop
     self.decode_batch = decode_batch
     self.mean, self.std = np.asarray(bundle.mean), np.asarray(bundle.std)
     wm_cfg = None if watermark is None else (watermark.strength,)
@@ -81,7 +92,7 @@ class StreamingSampler:
     # Normalised, as the motion model sees it: the first window's context.
     self.first_motion = np.asarray((jnp.asarray(self.stage2_motion) - self.mean) / self.std)
     self.loop = WindowLoop(self.motion_model, bundle.motion_params, self.first_motion, controls,
-                           jax.random.key(seed), steps=self.steps, guidance=self.guidance)
+                           jax.random.key(seed), steps=self.steps, guidance=self.guidance, live=bool(live_hop))
     self.window_step = self.loop.step_fn
     self.frames_out = 0
     self.timings: dict[str, list[float]] = {"diffusion": [], "decode": []}
@@ -118,6 +129,11 @@ class StreamingSampler:
     frame alone, then full batches) once running, for any length of audio."""
     return {"window": self.window_step._cache_size(), "decode": self.decode_step._cache_size()}
 
+  def skip(self, n: int) -> None:
+    """Passes over `n` frames without drawing them (live mode drops late frames); later frames
+    keep their own times, so the watermark's wave stays on the video's clock."""
+    self.frames_out += n
+
   # ------------------------------------------------------------------ the two stages
 
   def add_audio(self, chunk: np.ndarray) -> None:
@@ -126,7 +142,10 @@ class StreamingSampler:
   def motion_windows(self, *, final: bool) -> Iterator[np.ndarray]:
     """Motion [n, M] (denormalised, ready to render) of each window the audio so far allows;
     `final`: also the clip's last, partial window."""
-    windows = self.loop.windows(final=final)
+    if self.live_hop:
+      windows = self.loop.live_windows(hop=self.live_hop, final=final)
+    else:
+      windows = self.loop.windows(final=final)
     while True:
       self._window_started = t0 = time.perf_counter()
       window = next(windows, None)

@@ -71,28 +71,33 @@ def report(path: str, max_frames: int = 500) -> dict:
   return out
 
 
+def format_report(info: dict) -> str:
+  """The report as `verify` prints it (the app's verify tab shows the same text)."""
+  lines = []
+  if info["watermark_found"]:
+    f = info["payload_fields"]
+    lines.append(f"watermark: FOUND (payload {info['payload']}: checkpoint {f['checkpoint_tag']}..., "
+                 f"generation {f['generation_id']}, version {f['version']})")
+    lines.append(f"confidence: an unmarked video passes this check by chance about "
+                 f"{_one_in(info['false_match_chance'])} times (read from {info['frames_used']} frames, "
+                 f"{info['seconds_used']:.1f} s)")
+  else:
+    lines.append(f"watermark: not found (read {info['frames_used']} frames, {info['seconds_used']:.1f} s; "
+                 "a still image, a clip under 1 s or a heavily processed copy can lose it)")
+  if "checkpoint_matches_metadata" in info:
+    lines.append(f"metadata: checkpoint {info['metadata'].get('checkpoint_hash')} "
+                 f"{'matches' if info['checkpoint_matches_metadata'] else 'does NOT match'} the watermark's "
+                 f"checkpoint {info['payload_fields']['checkpoint_tag']}...; payload "
+                 f"{'matches' if info.get('metadata_matches_watermark') else 'does NOT match'}")
+  meta = info["metadata"]
+  lines.append("metadata: " + (", ".join(f"{k}={v}" for k, v in meta.items()) if meta else "none"))
+  lines.append(f"c2pa: {info['c2pa']}")
+  return "\n".join(lines)
+
+
 def _main(args) -> int:
   info = report(args.video, args.max_frames)
-  if args.json:
-    print(json.dumps(info, indent=2))
-  else:
-    if info["watermark_found"]:
-      f = info["payload_fields"]
-      print(f"watermark: FOUND (payload {info['payload']}: checkpoint {f['checkpoint_tag']}..., "
-            f"generation {f['generation_id']}, version {f['version']})")
-      print(f"confidence: an unmarked video passes this check by chance about {_one_in(info['false_match_chance'])} "
-            f"times (read from {info['frames_used']} frames, {info['seconds_used']:.1f} s)")
-    else:
-      print(f"watermark: not found (read {info['frames_used']} frames, {info['seconds_used']:.1f} s; "
-            "a still image, a clip under 1 s or a heavily processed copy can lose it)")
-    if "checkpoint_matches_metadata" in info:
-      print(f"metadata: checkpoint {info['metadata'].get('checkpoint_hash')} "
-            f"{'matches' if info['checkpoint_matches_metadata'] else 'does NOT match'} the watermark's "
-            f"checkpoint {info['payload_fields']['checkpoint_tag']}...; payload "
-            f"{'matches' if info.get('metadata_matches_watermark') else 'does NOT match'}")
-    meta = info["metadata"]
-    print("metadata: " + (", ".join(f"{k}={v}" for k, v in meta.items()) if meta else "none"))
-    print(f"c2pa: {info['c2pa']}")
+  print(json.dumps(info, indent=2) if args.json else format_report(info))
   return FOUND if info["watermark_found"] else NOT_FOUND
 
 
