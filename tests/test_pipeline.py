@@ -118,8 +118,9 @@ def test_rare_drivers_are_the_frames_farthest_from_the_clip_median(corpus_dir):
       assert batch["drv_labels"]["yaw"][b] == yaw[j]
       seen += 1
   assert seen == 24
-  # These clips are neither synthetic nor landmarked: no face regions ride along.
-  assert not any("regions" in k for k in batches[0])
+  # These clips are neither synthetic nor landmarked: asked for, no face regions ride along.
+  asked = next(iter(stage1(corpus_dir, batch_size=4, regions=True)))
+  assert not any("regions" in k for k in asked)
   # Off (the default), the draws are the uniform ones, unchanged.
   plain = next(iter(stage1(corpus_dir, batch_size=4)))
   off = next(iter(stage1(corpus_dir, batch_size=4, rare_share=0.0, rare_labels=("yaw",))))

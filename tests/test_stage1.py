@@ -267,6 +267,9 @@ def test_synthetic_batches_carry_the_drivers_face_regions_and_the_loss_reads_the
     j = int(raw["drv_frame_B"][b])
     want = face_regions.from_synthetic(clip["identity"], {k: v[j] for k, v in clip["labels"].items()})[0]
     np.testing.assert_allclose(batch["drv_regions"][b], want, rtol=1e-6)
+  # Without the loss, no regions are computed or carried.
+  _, plain = train_main.build_stage1(config.load("tiny"), corpus)
+  assert not any("regions" in k for k in next(iter(plain)))
   state = task.init(jax.random.key(0))
   _, (terms, _) = task.gen_loss(state.params["gen"], state.params, stage1.prepare_batch(batch), 0.0,
                                 jax.random.key(1))

@@ -84,6 +84,9 @@ def _too_many_corrupt(split: str, tries: int) -> UserError:
                    "open_corpus(..., verify=True) and rewrite it)")
 
 
+_REGION_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "distance", "mouth_open", "mouth_width", "mouth_round", "smile")
+
+
 def _frame_regions(clip: dict, frame: int) -> np.ndarray | None:
   """The eye and mouth ellipses of one frame (`face_regions`): from a synthetic clip's geometry,
   or from its face-mesh landmarks (`prepare`); None for a clip with neither."""
@@ -95,16 +98,13 @@ def _frame_regions(clip: dict, frame: int) -> np.ndarray | None:
   return None
 
 
-_REGION_LABELS = ("yaw", "pitch", "roll", "tx", "ty", "distance", "mouth_open", "mouth_width", "mouth_round", "smile")
-
-
 class _Stage1Example:
   """(index, clip) -> source/driver frames of clip + a cross-identity frame."""
 
   def __init__(self, source, index: records.ClipIndex, *, split: str,
                seed: int, max_retries: int, rare_share: float = 0.0,
-               rare_labels: Sequence[str] = (), rare_top: float = 0.1):
-    self.source, self.split = source, split
+               rare_labels: Sequence[str] = (), rare_top: float = 0.1, regions: bool = False):
+    self.source, self.split, self.regions = source, split, regions
     self.seed, self.max_retries = seed, max_retries
     self.rare_share, self.rare_labels, self.rare_top = rare_share, tuple(rare_labels), rare_top
     self.identity = index.identity.astype(np.int64)
@@ -175,7 +175,7 @@ class _Stage1Example:
     else:
       raise _too_many_corrupt(self.split, self.max_retries)
     labels = pair["labels"]
-    regions = _frame_regions(pair, j)
+    regions = _frame_regions(pair, j) if self.regions else None
     return {
         **({} if regions is None else {"drv_regions_Bx3x4": regions}),
         "src_BxHxWx3": pair["frames"][0],
@@ -338,14 +338,16 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
                    process_count: int | None = None, num_workers: int = 0,
                    read_threads: int = 4, read_buffer: int | None = None,
                    max_retries: int = 16, source=None, rare_share: float = 0.0,
-                   rare_labels: Sequence[str] = ()) -> grain.IterDataset:
+                   rare_labels: Sequence[str] = (), regions: bool = False) -> grain.IterDataset:
   """Stage-1 batches of same-clip frame pairs + cross-identity frames.
 
   One epoch draws every clip once as the source clip. num_epochs=None repeats
   forever. With `rare_share` > 0, that share of drivers is a rare frame: for one of
   `rare_labels` (drawn at random), one of the 10% of the clip's frames farthest from its
   median (a blink, a wide-open mouth, a glance aside), which uniform draws see seldom
-  (eyes are shut in ~5% of frames). process_index/count default to jax's. `source` overrides the
+  (eyes are shut in ~5% of frames). `regions`: each example also carries its driver's eye and
+  mouth ellipses (`drv_regions_Bx3x4`, for `loss.face_regions`) where the clip's geometry or
+  landmarks give them. process_index/count default to jax's. `source` overrides the
   split's ArrayRecord source (same records, e.g. cached in memory).
   Checkpoint `iter(ds)` with grain.checkpoint.CheckpointSave.
   """
@@ -362,7 +364,7 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
   transform = _Stage1Example(
       source if source is not None else corpus.source(split), index,
       split=split, seed=seed, max_retries=max_retries, rare_share=rare_share,
-      rare_labels=rare_labels)
+      rare_labels=rare_labels, regions=regions)
   return _assemble(len(index), transform, seed=seed, num_epochs=num_epochs,
                    batch_size=batch_size, process_index=process_index,
                    process_count=process_count, num_workers=num_workers,

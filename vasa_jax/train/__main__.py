@@ -46,7 +46,7 @@ def build_stage1(cfg, corpus_dir: str):
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
                                     num_workers=cfg.data.workers, rare_share=cfg.data.rare_driver,
-                                    rare_labels=rare_labels)
+                                    rare_labels=rare_labels, regions=cfg.loss.face_regions > 0)
   return task, dataset
 
 
