@@ -31,15 +31,14 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
   """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""
+  import corpora
   from vasa_jax import cli
-  from vasa_jax.data import synthetic
   from vasa_jax.train import __main__ as train_main
   from vasa_jax.train import export, extract_motion
 
   root = tmp_path_factory.mktemp("pipeline")
   clips = str(root / "syn64")
-  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=2,
-                         workers=1, progress=False)
+  corpora.synthetic_64(clips, identities=20, frames=24, seed=2)
   run1, run2, motion = str(root / "run1"), str(root / "run2"), str(root / "motion")
   common = ["--config", "tiny", "--steps", "2"]
   assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+import corpora
 from vasa_jax import bundle
-from vasa_jax.data import synthetic
 
 import gcs_emulator
 
@@ -47,10 +47,7 @@ def gcs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("corpus_gcs") / "syn64")
-  synthetic.write_corpus(out, num_identities=6, clips_per_identity=1, num_frames=24, resolution=64, seed=5,
-                         workers=1, progress=False)
-  return out
+  return corpora.synthetic_64(tmp_path_factory.mktemp("corpus_gcs") / "syn64", identities=6, frames=24, seed=5)
 
 
 def _leaves(npz):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vasa_jax.data import synthetic
+import corpora
 from vasa_jax.train import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,8 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.slow
 def test_two_processes_train_and_checkpoint_together(tmp_path):
   corpus = str(tmp_path / "syn64")
-  synthetic.write_corpus(corpus, num_identities=8, clips_per_identity=1, num_frames=12, resolution=64, seed=0,
-                         workers=1, progress=False)
+  corpora.synthetic_64(corpus, identities=8, frames=12, seed=0)
   workdir = str(tmp_path / "run")
   env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)

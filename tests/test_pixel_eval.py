@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+import corpora
 from vasa_jax import bundle, cli, evaluate, label_motion, media, readout, sample, stream
 from vasa_jax.data import synthetic
 from vasa_jax.train import __main__ as train_main
@@ -19,8 +20,7 @@ def tiny(tmp_path_factory):
   """Stage 1 (2 steps) + stage 2 on labels (2 steps) -> bundle; a read-out trained 30 steps."""
   root = tmp_path_factory.mktemp("pixel")
   clips = str(root / "syn64")
-  synthetic.write_corpus(clips, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=4,
-                         workers=1, progress=False)
+  corpora.synthetic_64(clips, identities=20, frames=24, seed=4)
   run1, run2 = str(root / "run1"), str(root / "run2")
   common = ["--config", "tiny", "--steps", "2"]
   assert cli.run(train_main.main, train_main.parser(), common + ["--data", clips, "--workdir", run1]) == 0

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from vasa_jax.data import synthetic
+import corpora
 from vasa_jax.train import checkpoint
 
 STEPS, EVERY = 30, 5
@@ -22,10 +22,7 @@ STEPS, EVERY = 30, 5
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("corpus_preempt") / "syn64")
-  synthetic.write_corpus(out, num_identities=8, clips_per_identity=1, num_frames=24, resolution=64, seed=4,
-                         workers=1, progress=False)
-  return out
+  return corpora.synthetic_64(tmp_path_factory.mktemp("corpus_preempt") / "syn64", identities=8, frames=24, seed=4)
 
 
 def _start(corpus, workdir, steps=STEPS):

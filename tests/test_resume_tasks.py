@@ -8,18 +8,15 @@ import jax
 import numpy as np
 import pytest
 
+import corpora
 from vasa_jax import config
-from vasa_jax.data import synthetic
 from vasa_jax.train import __main__ as train_main
 from vasa_jax.train import checkpoint, loop
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("corpus_resume") / "syn64")
-  synthetic.write_corpus(out, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=2,
-                         workers=1, progress=False)
-  return out
+  return corpora.synthetic_64(tmp_path_factory.mktemp("corpus_resume") / "syn64", identities=20, frames=24, seed=2)
 
 
 def _train(build, cfg, section, corpus, workdir, num_steps):

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import corpora
 from vasa_jax import cli, config
-from vasa_jax.data import synthetic
 from vasa_jax.models import face_latent
 from vasa_jax.train import __main__ as train_main
 from vasa_jax.train import checkpoint
@@ -18,8 +18,7 @@ from vasa_jax.train import checkpoint
 def corpus(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("corpus") / "syn64")
   # 20 identities: 18 train, 2 held out for the benchmark (and its cross-identity split).
-  synthetic.write_corpus(out, num_identities=20, clips_per_identity=1, num_frames=12, resolution=64, seed=0,
-                         workers=1, progress=False)
+  corpora.synthetic_64(out, identities=20, frames=12, seed=0)
   return out
 
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+import corpora
 from vasa_jax import cli, config, evaluate
-from vasa_jax.data import synthetic
 from vasa_jax.motion import Controls, MotionModel
 from vasa_jax.train import __main__ as train_main
 from vasa_jax.train import checkpoint
@@ -15,10 +15,7 @@ from vasa_jax.train import checkpoint
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("corpus2") / "syn64")
-  synthetic.write_corpus(out, num_identities=20, clips_per_identity=1, num_frames=24, resolution=64, seed=1,
-                         workers=1, progress=False)
-  return out
+  return corpora.synthetic_64(tmp_path_factory.mktemp("corpus2") / "syn64", identities=20, frames=24, seed=1)
 
 
 def test_train_resume_and_evaluate_on_ground_truth_motion(corpus, tmp_path, capsys):
