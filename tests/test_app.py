@@ -174,6 +174,24 @@ def test_bad_inputs_get_the_cli_messages(server, tmp_path, short_speech):
   assert tail.strip() and tail in str(app_error.value), (str(cli_error.value), str(app_error.value))
 
 
+@pytest.mark.parametrize("values, cli_says", [
+    ({"cfg_audio": 99.0}, "--cfg-audio 99 is out of range; accepted: 0..10"),
+    ({"steps": 5000}, "--steps 5000 is out of range; accepted: 1..1000"),
+    ({"gaze_on": True, "gaze_theta": 80.0}, "--gaze 80 0 is out of range; accepted: theta -17.2..17.2"),
+    ({"seed": -5}, "--seed -5 is out of range; accepted: 0..4294967295"),
+])
+def test_out_of_range_controls_get_the_cli_messages(server, short_speech, values, cli_says):
+  """A value beyond a slider's end sent through the API: what `python -m vasa_jax.sample` says about
+  the same value (its messages, as typed there), not Gradio's "greater than maximum value"."""
+  from gradio_client import Client, handle_file
+  client = Client(server + "/", verbose=False)
+  with pytest.raises(Exception) as app_error:
+    client.predict(portrait=handle_file(sample.DEMO_IMAGE), webcam=None, audio=handle_file(short_speech),
+                   api_name="/generate", **values)
+  said = str(app_error.value)
+  assert cli_says in said and "\n" not in said.strip(), said
+
+
 def test_concurrent_users_are_queued(server, short_speech):
   """Three users at once: every job finishes with its own verified video (one sampler at a time)."""
   from gradio_client import Client, handle_file

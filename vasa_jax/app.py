@@ -14,6 +14,7 @@ which is removed on exit; uploads are limited in size, audio in duration.
 import argparse
 import asyncio
 import base64
+import functools
 import io
 import json
 import os
@@ -113,12 +114,24 @@ def make_job(engine: Engine, portrait, audio, gaze_on, theta, phi, distance_on, 
   return job, settings
 
 
+def _range_checked_by_sample(gr, component):
+  """`component` (a Slider or Number) with its range check left to `make_job` (the CLI's checks and
+  one-line messages): Gradio's own check would answer an out-of-range API value in its wording,
+  and would hold the API to the page's slider ends (`UI_MAX_STEPS`) instead of what `sample`
+  accepts. (An instance attribute, not a subclass: Gradio writes a .pyi file beside the module of
+  every Component subclass it sees defined.)"""
+  precision = component.precision
+  component.preprocess = lambda payload: None if payload is None else gr.Number.round_to_precision(payload, precision)
+  return component
+
+
 def build_page(engine: Engine):
   """The Gradio page: make a video, live, verify a video."""
   import gradio as gr
 
   model = engine.model
   d = model.motion_cfg.diffusion
+  checked = functools.partial(_range_checked_by_sample, gr)
   theta, phi = jobs.GAZE_THETA_DEG, jobs.GAZE_PHI_DEG
 
   def make_video(portrait, webcam, audio, gaze_on, gaze_theta, gaze_phi, distance_on, distance, emotion, still,
@@ -198,19 +211,20 @@ def build_page(engine: Engine):
           gr.Examples([[engine.example_audio]], inputs=[audio], label="example speech")
           with gr.Accordion("controls", open=False):
             gaze_on = gr.Checkbox(label="set the gaze", value=False)
-            gaze_theta = gr.Slider(theta[0], theta[1], value=0.0, step=0.1, label="gaze theta (deg, > 0: left)")
-            gaze_phi = gr.Slider(phi[0], phi[1], value=0.0, step=0.1, label="gaze phi (deg, > 0: up)")
+            gaze_theta = checked(gr.Slider(theta[0], theta[1], value=0.0, step=0.1, label="gaze theta (deg, > 0: left)"))
+            gaze_phi = checked(gr.Slider(phi[0], phi[1], value=0.0, step=0.1, label="gaze phi (deg, > 0: up)"))
             distance_on = gr.Checkbox(label="set the distance", value=False)
-            distance = gr.Slider(DISTANCE_RANGE[0], DISTANCE_RANGE[1], value=1.0, step=0.01,
-                                 label="head-to-camera distance (1 typical, < 1 closer)")
+            distance = checked(gr.Slider(DISTANCE_RANGE[0], DISTANCE_RANGE[1], value=1.0, step=0.01,
+                                         label="head-to-camera distance (1 typical, < 1 closer)"))
             emotion = gr.Dropdown([FREE, *EMOTIONS], value=FREE, label="emotion")
             still = gr.Checkbox(label="still head (lips, eyes and expression still move)", value=False)
-            cfg_audio = gr.Slider(*generate.GUIDANCE_RANGE, value=float(d.cfg_audio), step=0.1,
-                                  label="audio guidance lambda_A")
-            cfg_gaze = gr.Slider(*generate.GUIDANCE_RANGE, value=float(d.cfg_gaze), step=0.1,
-                                 label="gaze guidance lambda_g")
-            steps = gr.Slider(1, UI_MAX_STEPS, value=int(d.sample_steps), step=1, label="diffusion steps")
-            seed = gr.Number(0, precision=0, label="seed", minimum=jobs.SEED_RANGE[0], maximum=jobs.SEED_RANGE[1])
+            cfg_audio = checked(gr.Slider(*generate.GUIDANCE_RANGE, value=float(d.cfg_audio), step=0.1,
+                                          label="audio guidance lambda_A"))
+            cfg_gaze = checked(gr.Slider(*generate.GUIDANCE_RANGE, value=float(d.cfg_gaze), step=0.1,
+                                         label="gaze guidance lambda_g"))
+            steps = checked(gr.Slider(1, UI_MAX_STEPS, value=int(d.sample_steps), step=1, label="diffusion steps"))
+            seed = checked(gr.Number(0, precision=0, label="seed", minimum=jobs.SEED_RANGE[0],
+                                     maximum=jobs.SEED_RANGE[1]))
             label = gr.Checkbox(label="visible 'AI-GENERATED' label", value=False)
           go = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Column():
