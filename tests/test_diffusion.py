@@ -117,3 +117,25 @@ def test_each_condition_changes_the_prediction_when_present():
     drop = inputs["drop_BxC"].at[:, c].set(True)
     out = model.apply(params, **{**inputs, "drop_BxC": drop})
     assert float(jnp.abs(out - base).max()) > 1e-5, name
+
+
+def test_a_window_shorter_than_the_training_window_reads_its_first_positions():
+  """`max_window`: the position table keeps the training window's size (old checkpoints load), a
+  shorter window (live mode) takes its first positions, and a longer one is refused."""
+  cfg = config.load("tiny")
+  w, k = cfg.data.window, cfg.data.context
+  model = motion_dit.MotionDiT(cfg.motion, motion_dim=8, max_window=w)
+  _, params, inputs = _tiny_model()  # made without max_window: the same parameter shapes
+  assert params["params"]["pos"].shape == (1, 3 + k + w, cfg.motion.width)
+  np.testing.assert_allclose(model.apply(params, **inputs), _tiny_model()[0].apply(params, **inputs), atol=1e-6)
+  short = dict(inputs, x_t_BxWxM=inputs["x_t_BxWxM"][:, :3], audio_BxLxA=inputs["audio_BxLxA"][:, :k + 3])
+  assert model.apply(params, **short).shape == (3, 3, 8)
+  # Every position the short window reads is the long one's: zeroing the table past them changes nothing.
+  cut = jax.tree.map(lambda p: p, params)
+  cut["params"]["pos"] = params["params"]["pos"].at[:, 3 + k + 3:].set(0.0)
+  np.testing.assert_allclose(model.apply(cut, **short), model.apply(params, **short), atol=1e-6)
+  assert float(jnp.abs(model.apply(cut, **inputs) - model.apply(params, **inputs)).max()) > 1e-4
+  long = dict(inputs, x_t_BxWxM=jnp.concatenate([inputs["x_t_BxWxM"]] * 2, 1),
+              audio_BxLxA=jnp.concatenate([inputs["audio_BxLxA"], inputs["audio_BxLxA"][:, k:]], 1))
+  with pytest.raises(ValueError, match="longer than"):
+    model.apply(params, **long)

@@ -119,13 +119,17 @@ def test_pose_smoothing_lowers_jitter_joins_the_context_and_leaves_expression_al
   np.testing.assert_array_equal(smooth_pose(prev, window, 0.0), window)
 
 
-def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audio):
+@pytest.mark.parametrize("live_window", [None, 5])
+def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audio, live_window):
   """Live mode: a frame comes out once its audio and the encoder's lookahead are heard, at least
   `hop` at a time; the heard frames become the next window's context; nothing recompiles; the
-  finished clip has as many frames as the offline one."""
+  finished clip has as many frames as the offline one. Also with live windows shorter than the
+  training window (W = 8 here)."""
   hop, spf = 3, 640
   lookahead = int(model.motion_cfg.audio.lookahead)
-  s = _sampler(model, live_hop=hop, decode_batch=1)
+  s = _sampler(model, live_hop=hop, decode_batch=1, live_window=live_window)
+  w = s.loop.live_window
+  assert w == (live_window or stream.live_window_for(model.motion_cfg, hop))
   k = s.context
   seen_valid = []
   step = s.loop.step_fn
@@ -140,13 +144,13 @@ def test_live_windows_wait_only_for_heard_audio_and_keep_every_frame(model, audi
       assert s.loop.consumed <= heard - lookahead  # never ahead of the audio
       list(s.render(motion))
       compiled = compiled if out[1:] else s.compiled_steps()  # after the first step
-  assert min(out) >= hop and all(n <= s.window for n in out)
+  assert min(out) >= hop and all(n <= w for n in out)
   # Each step starts as soon as `hop` frames are ready: never more than hop + 1 behind (20 ms chunks).
   assert sum(out) >= -(-audio.size // spf) - lookahead - hop - 1
   # The window marks exactly the heard frames (K context frames included) as having audio.
   consumed = np.cumsum([0] + out[:-1])
   for valid, c, heard in zip(seen_valid, consumed, heard_at):
-    np.testing.assert_array_equal(valid, audio_valid_mask(c, heard, k, s.window))
+    np.testing.assert_array_equal(valid, audio_valid_mask(c, heard, k, w))
   for motion in s.motion_windows(final=True):
     list(s.render(motion))
   assert s.frames_out == -(-audio.size // spf)

@@ -359,7 +359,7 @@ def blink_rate(blink_T, fps: float) -> float:
 
 def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_clips: int = 20,
                     speech: str | None = None, settings=((10, 0.5),), seed: int = 0,
-                    live_hop: int | None = None) -> dict:
+                    live_hop: int | None = None, live_window: int | None = None) -> dict:
   """Stage 2 scored on the generated pixels, through the sampler users run.
 
   For each held-out clip: its first frame is the portrait, its audio drives the
@@ -370,9 +370,16 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   each against the same read-out applied to the true frames. With `speech`, the
   real recording also drives each portrait, scored against the track the corpus'
   own audio->mouth rule derives from it. `live_hop`: generate as live mode does (the audio
-  arriving in 20 ms chunks, the window sliding along it `live_hop` frames at a time).
+  arriving in 20 ms chunks, the window sliding along it `live_hop` frames at a time), with
+  `live_window` frames per window (default: what live mode uses, `stream.live_window_for`).
   """
   bundle = bundle_lib.load(bundle_dir)
+  if live_window is not None:
+    if not live_hop:
+      raise UserError("--live-window goes with --live-hop (it sizes live mode's windows)")
+    cfg = bundle.motion_cfg
+    cli.check_range("--live-window", live_window, live_hop + int(cfg.audio.lookahead) + 1, int(cfg.data.window),
+                    " frames (the hop and the audio lookahead, at least one more; at most the training window)")
   readout = readout_lib.Readout.load(readout_dir)
   corpus = records.open_corpus(data_dir)
   if "benchmark" not in corpus.splits or not corpus.manifest.get("has_frames", True):
@@ -403,7 +410,8 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     sampler = stream.StreamingSampler(bundle, clip["frames"][0].astype(np.float32) / 255.0,
                                       controls=clip_controls(clip["attrs"]),
                                       steps=steps, guidance=(lam, bundle.motion_cfg.diffusion.cfg_gaze, 0, 0, 0),
-                                      seed=seed, still=still, watermark=None, live_hop=live_hop)
+                                      seed=seed, still=still, watermark=None, live_hop=live_hop,
+                                      live_window=live_window)
     frames, labels = [], []
 
     def take(final):
@@ -465,6 +473,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     row.update(_control_errors(moving))
     runs.append(row)
   return {"checkpoint": bundle_dir, "clips": len(clips), "truth": ref, "runs": runs, "live_hop": live_hop,
+          "live_window": (live_window or stream.live_window_for(bundle.motion_cfg, live_hop)) if live_hop else None,
           "readout_accuracy": readout.meta.get("benchmark_accuracy")}
 
 
@@ -499,7 +508,7 @@ def format_pixels(res: dict) -> str:
   t = res["truth"]
   lines = [f"stage 2 on generated pixels: bundle {res['checkpoint']}, {res['clips']} held-out clips "
            "(unseen identities and audio), read by the read-out network"
-           + (f"; live mode, hop {res['live_hop']} frames" if res.get("live_hop") else ""),
+           + (f"; live mode, hop {res['live_hop']} frames, window {res.get('live_window')}" if res.get("live_hop") else ""),
            f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'dP deg':>7s} {'dP ratio':>8s} {'blinks/min':>10s} "
            f"{'gaze err':>8s} {'dist err':>8s} {'emotion':>7s}",
            f"{'true frames':22s} {t['mouth_corr']:8.3f} {'':>9s} {t['delta_p_deg']:7.3f} {1.0:8.2f} "
@@ -554,7 +563,8 @@ def main(args) -> int:
                       "(train one with python -m vasa_jax.readout)")
     settings = [(s_, lam) for s_ in args.steps for lam in args.cfg_audio]
     res = evaluate_pixels(args.checkpoint, args.data, args.readout, max_clips=args.max_clips or 20,
-                          speech=args.speech, settings=settings, live_hop=args.live_hop)
+                          speech=args.speech, settings=settings, live_hop=args.live_hop,
+                          live_window=args.live_window)
     print(format_pixels(res))
     if args.strip:
       media.require_output_path(args.strip, (".png",))
@@ -593,6 +603,8 @@ def parser():
                  "(truth, reconstruction, generation)")
   p.add_argument("--live-hop", type=int, help="stage 2 on a bundle: generate as live mode does, the window "
                  "sliding along 20 ms audio chunks this many frames at a time (python -m vasa_jax.app's live tab)")
+  p.add_argument("--live-window", type=int, help="with --live-hop: frames per live window (default: what "
+                 "live mode uses; at most the training window)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
   return p
 

@@ -66,7 +66,7 @@ class MotionModel:
                                      n_mels=cfg.audio.n_mels, per_frame=cfg.audio.per_frame)
     self.audio_enc = audio_encoder.AudioEncoder(cfg.audio.dim, hidden=cfg.audio.hidden,
                                                 num_layers=cfg.audio.layers, lookahead=cfg.audio.lookahead)
-    self.dit = motion_dit.MotionDiT(cfg.motion, motion_dim)
+    self.dit = motion_dit.MotionDiT(cfg.motion, motion_dim, max_window=self.window)
     self.alpha_bar = diffusion.make_schedule(cfg.diffusion.schedule, cfg.diffusion.train_steps)
 
   @property
@@ -124,12 +124,17 @@ class MotionModel:
     out = list(loop.windows(final=True, num_frames=num_frames))
     return np.concatenate(out)[:loop.consumed]
 
-  def window_step_fn(self, steps: int, guidance: tuple, anchored_noise: bool = False):
+  def window_step_fn(self, steps: int, guidance: tuple, anchored_noise: bool = False, window: int | None = None):
     """A jitted `(params, wav, prev, audio_valid, gaze, distance, emotion, present, first, rng[, start])
     -> window`. `anchored_noise`: the starting noise of each frame is drawn from `fold_in(rng, its
     index in the clip)` (the window's first frame is `start`), so windows that overlap start their
-    shared frames from the same noise (live mode slides a window a few frames at a time)."""
-    key = (steps, guidance, anchored_noise)
+    shared frames from the same noise (live mode slides a window a few frames at a time).
+    `window`: frames per window, at most (and by default) the training window W; `wav` covers the
+    K context frames and these."""
+    window = self.window if window is None else int(window)
+    if not 1 <= window <= self.window:
+      raise ValueError(f"window {window}: accepted 1..{self.window} frames (the training window)")
+    key = (steps, guidance, anchored_noise, window)
     cache = self.__dict__.setdefault("_window_steps", {})
     if key not in cache:
       def step(params, wav_BxS, prev_BxKxM, valid_BxL, gaze, dist, emo, present_Bx3, first_B, rng, start=0):
@@ -141,9 +146,9 @@ class MotionModel:
         base = base.at[:, motion_dit.EMOTION].set(~present_Bx3[:, 2])
         base = base.at[:, motion_dit.PREV].set(first_B)
         if anchored_noise:
-          noise = frame_noise(rng, start, wav_BxS.shape[0], self.window, self.motion_dim)
+          noise = frame_noise(rng, start, wav_BxS.shape[0], window, self.motion_dim)
         else:
-          noise = jax.random.normal(rng, (wav_BxS.shape[0], self.window, self.motion_dim))
+          noise = jax.random.normal(rng, (wav_BxS.shape[0], window, self.motion_dim))
         return self.sample_window(params, ctx, noise, steps=steps, guidance=guidance, base_drop_BxC=base,
                                   audio_valid_BxL=valid_BxL)
       cache[key] = jax.jit(step)
@@ -205,14 +210,19 @@ class WindowLoop:
   """
 
   def __init__(self, model: MotionModel, params, first_motion_M, controls: Controls, rng, *, steps: int,
-               guidance: Sequence[float], seed_context: bool = True, live: bool = False):
-    """`live`: for `live_windows`, whose windows overlap: noise anchored to frame indices."""
+               guidance: Sequence[float], seed_context: bool = True, live: bool = False,
+               live_window: int | None = None):
+    """`live`: for `live_windows`, whose windows overlap: noise anchored to frame indices.
+    `live_window`: frames per live window (default: the training window W). Live windows only
+    keep their first few, heard frames; a shorter window denoises fewer frames of null audio after
+    them, which is most of a live step's cost."""
     self.model, self.params = model, params
     k, self.spf = model.context, model.samples_per_frame
     self.controls = [jnp.asarray(a) for a in controls.arrays(1)]
     self.live = live
-    self.step_fn = (model.window_step_fn(steps, tuple(guidance), anchored_noise=True) if live
-                    else model.window_step_fn(steps, tuple(guidance)))
+    self.live_window = int(live_window or model.window)
+    self.step_fn = (model.window_step_fn(steps, tuple(guidance), anchored_noise=True, window=self.live_window)
+                    if live else model.window_step_fn(steps, tuple(guidance)))
     self.pose_smooth = float(model.cfg.diffusion.pose_smooth)
     # The portrait's own (normalised) motion, repeated, is the first window's context, so the
     # video starts from its pose and expression; `seed_context=False` drops that context.
@@ -271,7 +281,7 @@ class WindowLoop:
     """
     if not self.live:
       raise ValueError("live_windows needs a WindowLoop made with live=True")
-    k, w, spf = self.model.context, self.model.window, self.spf
+    k, w, spf = self.model.context, self.live_window, self.spf
     lookahead = int(self.model.cfg.audio.lookahead)
     heard = (-(-self.received // spf)) if final else self.received // spf
     while True:

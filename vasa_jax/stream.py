@@ -31,6 +31,19 @@ from vasa_jax.face_model import POSE_DIM, FaceModel, pad_batch
 from vasa_jax.motion import Controls, MotionModel, WindowLoop
 
 
+# Frames per live-mode window. A live window keeps only its first few frames (those heard so far);
+# the rest are denoised from null audio and thrown away. A short window spends less of each
+# step on them; it reads the first positions of the training window (`MotionDiT.max_window`).
+LIVE_WINDOW = 12
+
+
+def live_window_for(motion_cfg, hop: int) -> int:
+  """The live window for a hop: `LIVE_WINDOW`, or longer when the hop and the audio lookahead
+  need it, at most the training window W."""
+  need = hop + int(motion_cfg.audio.lookahead) + 2
+  return min(int(motion_cfg.data.window), max(LIVE_WINDOW, need))
+
+
 class StreamingSampler:
   """Generate frames for one portrait from audio that arrives in pieces.
 
@@ -43,12 +56,14 @@ class StreamingSampler:
   def __init__(self, bundle: bundle_lib.Bundle, portrait_HxWx3: np.ndarray, *,
                watermark: watermark_lib.Watermarker | None, controls: Controls = Controls(),
                steps: int | None = None, guidance: Sequence[float] | None = None, seed: int = 0,
-               still: bool = False, decode_batch: int = 10, label: bool = False, live_hop: int | None = None):
+               still: bool = False, decode_batch: int = 10, label: bool = False, live_hop: int | None = None,
+               live_window: int | None = None):
     """`watermark`: the `Watermarker` of this video's payload, or None to turn the invisible
     watermark off (callers must then say so in their output). It has no default, so that
     turning it off is always written down. `live_hop`: live mode (`WindowLoop.live_windows`):
     frames come out as soon as their audio is heard, at least this many at a time, instead of
-    a whole window of W frames at a time."""
+    a whole window of W frames at a time. `live_window`: frames per live window (default
+    `live_window_for(hop)`)."""
     self.bundle = bundle
     fcfg, mcfg = bundle.face_cfg, bundle.motion_cfg
     self.window, self.context = mcfg.data.window, mcfg.data.context
@@ -92,7 +107,8 @@ class StreamingSampler:
     # Normalised, as the motion model sees it: the first window's context.
     self.first_motion = np.asarray((jnp.asarray(self.stage2_motion) - self.mean) / self.std)
     self.loop = WindowLoop(self.motion_model, bundle.motion_params, self.first_motion, controls,
-                           jax.random.key(seed), steps=self.steps, guidance=self.guidance, live=bool(live_hop))
+                           jax.random.key(seed), steps=self.steps, guidance=self.guidance, live=bool(live_hop),
+                           live_window=(live_window or live_window_for(mcfg, live_hop)) if live_hop else None)
     self.window_step = self.loop.step_fn
     self.frames_out = 0
     self.timings: dict[str, list[float]] = {"diffusion": [], "decode": []}

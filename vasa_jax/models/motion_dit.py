@@ -52,6 +52,10 @@ class MotionDiT(nn.Module):
   """H(X_t, t, C) -> X0 for a window of W motion frames."""
   cfg: ml_collections.ConfigDict
   motion_dim: int
+  # The longest window the position table is made for (the training window, W). A window may be
+  # shorter: its tokens take the table's first positions, so a live window of a few frames reads
+  # the same positions the first frames of a training window did. 0: the window given at init.
+  max_window: int = 0
 
   @nn.compact
   def __call__(self, x_t_BxWxM, t_B, prev_BxKxM, audio_BxLxA, gaze_Bx2, distance_B, emotion_BxE, drop_BxC,
@@ -88,7 +92,11 @@ class MotionDiT(nn.Module):
     control = jnp.stack([gaze, dist, emo], axis=1)
 
     x = jnp.concatenate([control, prev_tokens, cur_tokens], axis=1)
-    x = x + self.param("pos", nn.initializers.normal(0.02), (1, x.shape[1], d))
+    n = x.shape[1]
+    if self.max_window and w > self.max_window:
+      raise ValueError(f"a window of {w} frames is longer than the {self.max_window} the model was made for")
+    table = n - w + self.max_window if self.max_window else n
+    x = x + self.param("pos", nn.initializers.normal(0.02), (1, table, d))[:, :n]
     t_emb = timestep_embedding(t_B, d)
     t_emb = nn.Dense(d)(nn.silu(nn.Dense(d)(t_emb)))
     for i in range(c.layers):
