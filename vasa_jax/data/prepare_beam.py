@@ -8,7 +8,8 @@ Without Beam options it runs on this machine, one worker per core. After `--`, a
     # A Flink or Spark cluster whose workers all mount the videos and CORPUS (NFS, Lustre, ...):
     ... -- --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=PROCESS \\
            --environment_config='{"command": "/opt/apache/beam/boot"}' --parallelism=64
-    ... -- --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=LOOPBACK
+    ... -- --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=PROCESS \\
+           --environment_config='{"command": "/opt/apache/beam/boot"}'
 
 Every worker needs `pip install 'vasa_jax[faces,beam]'`.
 
