@@ -74,6 +74,11 @@ def test_train_two_steps_checkpoint_and_resume_from_the_cli(corpus, tmp_path, ca
   res = json.load(open(out_json))
   assert res["step"] == 3 and res["clips"] == 2 and res["cross_clips"] == 2
   assert 0 < res["self_psnr"] < 60 and 0 < res["cross_psnr"] < 60 and "pose_err_out" in res
+  from vasa_jax import face_identity
+  if face_identity.available():   # The identity extra: rows for the truth and both outputs, scored or n/a.
+    assert "identity similarity to the portrait (dlib face_recognition_resnet_model_v1" in table
+    assert res["identity_truth"]["portraits"] == res["identity_self"]["portraits"] == 2
+    assert res["identity_cross"]["portraits"] == 2
   # Stage-2 data: the run's encoders turn every clip into per-frame motion.
   from vasa_jax.data import records
   from vasa_jax.train import extract_motion

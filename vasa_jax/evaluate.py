@@ -15,8 +15,14 @@ Stage 1 (`--stage 1`), over identities never seen in training:
   pose following     yaw/pitch/roll read back from each output by the pose encoder,
                      against the driver's true pose (degrees); the encoder on the real
                      driver frames gives the reference row
+
+Both stages, where the `identity` extra is installed: identity similarity of the portrait and
+the generated frames with a real-face recogniser (`face_identity`: dlib's 128-D ResNet), the
+portrait against the clip's own true frames as the reference row. It is meant for real faces
+(dlib finds some synthetic heads, uncalibrated); where it finds no face the row says n/a and why.
 """
 
+import argparse
 import json
 
 import jax
@@ -24,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import cli, label_motion, media, stream
+from vasa_jax import cli, face_identity, label_motion, media, stream
 from vasa_jax import readout as readout_lib
 from vasa_jax.data import records, synthetic
 from vasa_jax.errors import UserError
@@ -94,7 +100,7 @@ def load_face(workdir: str | None = None, bundle_dir: str | None = None):
 
 def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | None = None,
                     readout_dir: str | None = None, max_clips: int | None = None, frame_stride: int = 4,
-                    batch: int = 16, motion_from: str = "encoders") -> dict:
+                    batch: int = 16, motion_from: str = "encoders", identity: bool | None = None) -> dict:
   """Runs the stage-1 benchmark on a run folder or a bundle; returns a dict of metric -> value.
 
   With a read-out network (`readout_dir`), mouth opening and blink are read from the
@@ -103,6 +109,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
   """
   if motion_from not in ("encoders", "labels"):
     raise UserError(f"--motion-from must be 'encoders' or 'labels', got {motion_from!r}")
+  identity = _identity_on(identity)
   cfg, params, step = load_face(workdir, bundle_dir)
   corpus = records.open_corpus(data_dir)
   for split in ("benchmark", "benchmark_cross"):
@@ -123,6 +130,11 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
   reads: dict[str, list] = {k: [] for k in ("mouth_out", "mouth_gt", "mouth_true", "blink_out", "blink_gt",
                                             "blink_true")}
   px: dict[str, list] = {k: [] for k in reads}
+  ident: dict[str, list] = {"identity_truth": [], "identity_self": [], "identity_cross": []}
+
+  def score_identity(key, portrait, frames):
+    if identity:
+      ident[key].append(face_identity.identity_similarity(portrait, frames, max_frames=IDENTITY_FRAMES))
 
   def label_targets(labels, idx):
     """(pose [T, 6], dyn [T, L]) targets of a clip's frames `idx`, for --motion-from labels."""
@@ -161,6 +173,8 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     if all(a in clip["labels"] for a in ANGLES):
       angles = np.stack([clip["labels"][a] for a in ANGLES], -1)[idx]
     out = run(frames[0], frames[idx], frames[idx], angles, "self", src_lab, drv_lab)
+    score_identity("identity_truth", frames[0], frames[idx])
+    score_identity("identity_self", frames[0], out)
     labels = {k: v[idx] for k, v in clip["labels"].items()}
     if clip.get("source") == "synthetic":
       extremes = synthetic.feature_extremes(clip["identity"], labels, frames.shape[1])
@@ -195,7 +209,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     gt = clip["frames"].astype(np.float32)[idx] / 255.0
     drv = motion_clip["frames"].astype(np.float32)[idx] / 255.0
     drv_lab = label_targets(motion_clip["labels"], idx) if motion_from == "labels" else None
-    run(src, drv, gt, None, "cross", src_lab, drv_lab)
+    score_identity("identity_cross", src, run(src, drv, gt, None, "cross", src_lab, drv_lab))
 
   out = {"step": step, "clips": n, "cross_clips": m, "motion_from": motion_from}
   for k, v in acc.items():
@@ -212,6 +226,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     for k in ("mouth", "blink"):
       out[f"{k}_px_out"] = correlation(px[f"{k}_out"], px[f"{k}_true"])
       out[f"{k}_px_gt"] = correlation(px[f"{k}_gt"], px[f"{k}_true"])
+  out.update({k: face_identity.pooled(v) for k, v in ident.items() if identity})
   return out
 
 
@@ -241,7 +256,32 @@ def format_stage1(res: dict) -> str:
     lines.append("carried from driver to output, read by the read-out network (correlation with the driver's true label):")
     lines.append(f"  mouth opening {res['mouth_corr_out']:.3f}   blink {res['blink_corr_out']:.3f}   "
                  f"(read-out on the true frames: {res['mouth_corr_gt']:.3f} / {res['blink_corr_gt']:.3f})")
+  lines += _identity_rows(res)
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- identity
+
+IDENTITY_FRAMES = 4   # frames scored per clip: dlib takes ~0.1-0.2 s per face on a CPU core
+
+
+def _identity_on(identity: bool | None) -> bool:
+  """`identity`: None = when the extra is installed; True demands it."""
+  if identity and not face_identity.available():
+    raise UserError(f"identity similarity needs dlib and its face models: {face_identity.INSTALL_HINT}")
+  return face_identity.available() if identity is None else identity
+
+
+def _identity_rows(res: dict) -> list[str]:
+  rows = [(k, res[k]) for k in ("identity_truth", "identity_self", "identity_cross")
+          if k in res]
+  if not rows:
+    return []
+  names = {"identity_truth": "portrait vs its clip's true frames", "identity_self": "self-reenactment",
+           "identity_cross": "cross-identity (vs the source portrait)"}
+  lines = [f"identity similarity to the portrait ({face_identity.MODEL}; dlib distance, < 0.6 = same person):"]
+  lines += ["  " + face_identity.format_row(names[k], r) for k, r in rows]
+  return lines
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -359,7 +399,8 @@ def blink_rate(blink_T, fps: float) -> float:
 
 def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_clips: int = 20,
                     speech: str | None = None, settings=((10, 0.5),), seed: int = 0,
-                    live_hop: int | None = None, live_window: int | None = None) -> dict:
+                    live_hop: int | None = None, live_window: int | None = None,
+                    identity: bool | None = None) -> dict:
   """Stage 2 scored on the generated pixels, through the sampler users run.
 
   For each held-out clip: its first frame is the portrait, its audio drives the
@@ -373,6 +414,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   arriving in 20 ms chunks, the window sliding along it `live_hop` frames at a time), with
   `live_window` frames per window (default: what live mode uses, `stream.live_window_for`).
   """
+  identity = _identity_on(identity)
   bundle = bundle_lib.load(bundle_dir)
   if live_window is not None:
     if not live_hop:
@@ -399,6 +441,9 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
       "blink_label_per_min": float(np.mean([blink_rate(lab["blink"], fps) for _, lab in truth])),
   }
   ref.update(_control_errors([(r, c["attrs"]) for (r, _), c in zip(truth, clips)]))
+  if identity:
+    ref["identity"] = face_identity.pooled([face_identity.identity_similarity(
+        c["frames"][0], c["frames"][1:], max_frames=IDENTITY_FRAMES) for c in clips])
   if all(c.get("source") == "synthetic" for c in clips):
     px_truth = [synthetic.pixel_features(c["identity"], c["labels"], c["frames"]) for c in clips]
     ref["mouth_px"] = float(np.mean([correlation(r["mouth_open"], c["labels"]["mouth_open"])
@@ -437,7 +482,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
   label_space = bundle.motion_cfg.motion_train.motion_source == "labels"
   runs = []
   for steps, lam in settings:
-    sync, sync_speech, moving, sync_px, speech_px, blinks_px = [], [], [], [], [], []
+    sync, sync_speech, moving, sync_px, speech_px, blinks_px, ident = [], [], [], [], [], [], []
     for clip in clips:
       audio, truth_mouth = clip["audio"], clip["labels"]["mouth_open"]
       frames, labels = generate(clip, audio, True, steps, lam)
@@ -447,6 +492,8 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
         sync_px.append(correlation(px["mouth_open"][:len(truth_mouth)], truth_mouth[:len(frames)]))
       frames, labels = generate(clip, audio, False, steps, lam)
       moving.append((readout(frames), clip["attrs"]))
+      if identity:
+        ident.append(face_identity.identity_similarity(clip["frames"][0], frames, max_frames=IDENTITY_FRAMES))
       px = pixel_read(clip, frames, labels)
       if px is not None:
         blinks_px.append(blink_rate(px["blink"], fps))
@@ -471,6 +518,8 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     row["delta_p_ratio"] = row["delta_p_deg"] / ref["delta_p_deg"]
     row["blink_ratio"] = row["blink_per_min"] / max(ref["blink_per_min"], 1e-6)
     row.update(_control_errors(moving))
+    if identity:
+      row["identity"] = face_identity.pooled(ident)
     runs.append(row)
   return {"checkpoint": bundle_dir, "clips": len(clips), "truth": ref, "runs": runs, "live_hop": live_hop,
           "live_window": (live_window or stream.live_window_for(bundle.motion_cfg, live_hop)) if live_hop else None,
@@ -531,6 +580,10 @@ def format_pixels(res: dict) -> str:
       name = f"steps {r['steps']}, lambda_A {r['cfg_audio']:g}"
       sp = f"{r['mouth_px_speech']:9.3f}" if "mouth_px_speech" in r else f"{'':>9s}"
       lines.append(f"{name:22s} {r['mouth_px']:8.3f} {sp} {r['blink_px_per_min']:10.1f} {r['blink_px_ratio']:9.2f}")
+  if "identity" in t:
+    lines += _identity_rows({"identity_truth": t["identity"]})
+    for r in res["runs"]:
+      lines.append("  " + face_identity.format_row(f"steps {r['steps']}, lambda_A {r['cfg_audio']:g}", r["identity"]))
   return "\n".join(lines)
 
 
@@ -555,7 +608,8 @@ def main(args) -> int:
     raise UserError("give exactly one of --workdir (a training run) or --checkpoint (a bundle)")
   if args.stage == 1:
     res = evaluate_stage1(args.workdir, args.data, bundle_dir=args.checkpoint, readout_dir=args.readout,
-                          max_clips=args.max_clips, frame_stride=args.frame_stride, motion_from=args.motion_from)
+                          max_clips=args.max_clips, frame_stride=args.frame_stride, motion_from=args.motion_from,
+                          identity=args.identity)
     print(format_stage1(res))
   elif args.checkpoint:
     if not args.readout:
@@ -564,7 +618,7 @@ def main(args) -> int:
     settings = [(s_, lam) for s_ in args.steps for lam in args.cfg_audio]
     res = evaluate_pixels(args.checkpoint, args.data, args.readout, max_clips=args.max_clips or 20,
                           speech=args.speech, settings=settings, live_hop=args.live_hop,
-                          live_window=args.live_window)
+                          live_window=args.live_window, identity=args.identity)
     print(format_pixels(res))
     if args.strip:
       media.require_output_path(args.strip, (".png",))
@@ -605,6 +659,9 @@ def parser():
                  "sliding along 20 ms audio chunks this many frames at a time (python -m vasa_jax.app's live tab)")
   p.add_argument("--live-window", type=int, help="with --live-hop: frames per live window (default: what "
                  "live mode uses; at most the training window)")
+  p.add_argument("--identity", action=argparse.BooleanOptionalAction, default=None,
+                 help="identity similarity of portrait and generated frames (dlib's face embedding, the identity "
+                 "extra; default: when installed; --identity demands it, --no-identity skips it)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
   return p
 

@@ -359,47 +359,63 @@ def assemble(out: str, work: str, videos: list[tuple[str, str]], s: Settings) ->
   return {"videos": entries}
 
 
-def run(args) -> dict:
+def settings(args) -> Settings:
+  """The per-video settings from the command line (shared with `prepare_beam`), range-checked."""
   cfg = args.config
-  s = Settings(fps=int(cfg.data.fps), resolution=int(args.resolution or cfg.face.image_size),
-               sample_rate=int(cfg.media.sample_rate), min_frames=max(1, round(args.min_seconds * cfg.data.fps)),
-               max_frames=max(1, round(args.clip_seconds * cfg.data.fps)), benchmark_share=args.benchmark_share)
   cli.check_range("--benchmark-share", args.benchmark_share, 0.0, 1.0)
   cli.check_range("--min-seconds", args.min_seconds, 0.04, 3600.0)
   cli.check_range("--clip-seconds", args.clip_seconds, args.min_seconds, 3600.0)
-  cli.check_range("--workers", args.workers, 1, 256)
   if not faces.available():
     raise UserError(f"prepare needs the face detector: {faces.INSTALL_HINT}")
-  videos = list_videos(args.videos)
-  work = os.path.join(args.out, WORK)
-  os.makedirs(work, exist_ok=True)
+  return Settings(fps=int(cfg.data.fps), resolution=int(args.resolution or cfg.face.image_size),
+                  sample_rate=int(cfg.media.sample_rate), min_frames=max(1, round(args.min_seconds * cfg.data.fps)),
+                  max_frames=max(1, round(args.clip_seconds * cfg.data.fps)), benchmark_share=args.benchmark_share)
+
+
+def pending(videos: list[tuple[str, str]], work: str) -> tuple[list[tuple[str, str]], int]:
+  """The videos (first listing of each) without a finished work file, and how many distinct videos there are."""
   todo, seen = [], set()
   for path, identity in videos:
     key = video_key(path)
     if key not in seen and not os.path.exists(os.path.join(work, f"{key}.json")):
-      todo.append((path, identity, s, work))
+      todo.append((path, identity))
     seen.add(key)
-  print(f"prepare: {len(seen)} videos, {len(seen) - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
-  t0 = time.time()
-  if args.workers > 1 and len(todo) > 1:
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-      for entry in pool.imap_unordered(_work, todo):
-        _say(entry)
-  else:
-    for task in todo:
-      _say(_work(task))
-  seconds = time.time() - t0
-  report = assemble(args.out, work, videos, s)
+  return todo, len(seen)
+
+
+def write_report(out: str, report: dict, seconds: float, s: Settings, **extra) -> dict:
+  """Completes `assemble`'s report with totals, writes prepare_report.json atomically and says so."""
   ok = [e for e in report["videos"] if e["status"] == "ok"]
   report.update(clips=sum(len(e["clips"]) for e in ok), skipped=len(report["videos"]) - len(ok),
-                seconds_this_run=round(seconds, 2), settings=dataclasses.asdict(s))
-  tmp = os.path.join(args.out, REPORT + ".partial")
+                seconds_this_run=round(seconds, 2), settings=dataclasses.asdict(s), **extra)
+  tmp = os.path.join(out, REPORT + ".partial")
   with open(tmp, "w") as f:
     json.dump(report, f, indent=1)
-  os.replace(tmp, os.path.join(args.out, REPORT))
+  os.replace(tmp, os.path.join(out, REPORT))
   print(f"prepare: {report['clips']} clips from {len(ok)} videos, {report['skipped']} skipped "
-        f"(reasons in {os.path.join(args.out, REPORT)}); this run {seconds:.1f} s", file=sys.stderr)
+        f"(reasons in {os.path.join(out, REPORT)}); this run {seconds:.1f} s", file=sys.stderr)
   return report
+
+
+def run(args) -> dict:
+  cli.check_range("--workers", args.workers, 1, 256)
+  s = settings(args)
+  videos = list_videos(args.videos)
+  work = os.path.join(args.out, WORK)
+  os.makedirs(work, exist_ok=True)
+  todo, total = pending(videos, work)
+  print(f"prepare: {total} videos, {total - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
+  t0 = time.time()
+  tasks = [(path, identity, s, work) for path, identity in todo]
+  if args.workers > 1 and len(tasks) > 1:
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+      for entry in pool.imap_unordered(_work, tasks):
+        _say(entry)
+  else:
+    for task in tasks:
+      _say(_work(task))
+  seconds = time.time() - t0
+  return write_report(args.out, assemble(args.out, work, videos, s), seconds, s)
 
 
 def _say(entry: dict) -> None:
@@ -413,10 +429,8 @@ def main(args) -> int:
   return 0
 
 
-def parser():
-  p = cli.make_parser("python -m vasa_jax.data.prepare",
-                      "Turn real talking-head videos into a corpus of face-aligned clips (the synthetic corpus' "
-                      "record format) for training; resumable.", config=True, default_config="demo")
+def add_corpus_arguments(p) -> None:
+  """The arguments `prepare` and `prepare_beam` share."""
   p.add_argument("--videos", required=True, help="a folder of videos (searched recursively; the first folder "
                  "under it names the identity, VoxCeleb-style) or a text file with one path[,identity] per line")
   p.add_argument("--out", required=True, help="corpus folder to write (a re-run resumes it)")
@@ -425,6 +439,13 @@ def parser():
   p.add_argument("--min-seconds", type=float, default=2.0, help="shortest clip; shorter stretches are dropped")
   p.add_argument("--benchmark-share", type=float, default=0.1, help="share of identities held out as the "
                  "benchmark split (by a hash of their name: stable as videos are added)")
+
+
+def parser():
+  p = cli.make_parser("python -m vasa_jax.data.prepare",
+                      "Turn real talking-head videos into a corpus of face-aligned clips (the synthetic corpus' "
+                      "record format) for training; resumable.", config=True, default_config="demo")
+  add_corpus_arguments(p)
   p.add_argument("--workers", type=int, default=1, help="videos processed in parallel (one core each)")
   return p
 

@@ -118,10 +118,7 @@ class CorpusWriter:
     self._check(split, clip)
     record = fmt.encode_clip(clip, frame_codec=self.frame_codec,
                          jpeg_quality=self.jpeg_quality)
-    writer = self._splits.get(split)
-    if writer is None:
-      writer = self._splits[split] = _SplitWriter(
-          self._tmp_dir, split, self.clips_per_shard)
+    writer = self._split(split)
     writer.add(record, str(clip["clip_id"]), int(clip["identity"]),
                fmt.clip_num_frames_from_arrays(clip))
 
@@ -161,15 +158,38 @@ class CorpusWriter:
   def add_record(self, split: str, record: bytes) -> None:
     """Appends an already encoded clip record (`records_format.encode_clip`) to `split` as it is,
     after the same checks as `add` (its frames are not decoded or re-compressed)."""
+    clip = self._check_record(split, record)
+    writer = self._split(split)
+    writer.add(record, str(clip["clip_id"]), int(clip["identity"]), fmt.clip_num_frames(record))
+
+  def add_shard(self, split: str, path: str, clip_ids: list[str], identities: list[int],
+                num_frames: list[int], first_record: bytes) -> None:
+    """Moves in a finished ArrayRecord shard (written elsewhere, e.g. by `prepare_beam`'s workers) as
+    `split`'s next shard, as it is. `first_record` (one of its records) gets `add_record`'s checks;
+    the lists describe its records in order, for the split's index."""
+    self._check_record(split, first_record)
+    writer = self._split(split)
+    writer.close_shard()  # A shard of single records in progress ends here; this one follows it.
+    name = fmt.shard_name(split, len(writer.shards))
+    os.replace(path, os.path.join(self._tmp_dir, name))
+    writer.shards.append({"file": name, "clips": len(clip_ids)})
+    writer.clip_ids.extend(str(c) for c in clip_ids)
+    writer.identities.extend(int(i) for i in identities)
+    writer.num_frames.extend(int(n) for n in num_frames)
+
+  def _check_record(self, split: str, record: bytes) -> dict[str, Any]:
     clip = fmt.decode_clip(record, frame_indices=[])
     frames = clip.get("frames")
     if frames is not None:  # `add` checks the frames' shape: an empty [0, H, W, 3] stands in for them.
       clip["frames"] = np.zeros((1, *frames.shape[1:]), np.uint8)
     self._check(split, clip)
+    return clip
+
+  def _split(self, split: str) -> _SplitWriter:
     writer = self._splits.get(split)
     if writer is None:
       writer = self._splits[split] = _SplitWriter(self._tmp_dir, split, self.clips_per_shard)
-    writer.add(record, str(clip["clip_id"]), int(clip["identity"]), fmt.clip_num_frames(record))
+    return writer
 
   def abort(self) -> None:
     """Drops everything written so far."""
