@@ -9,11 +9,13 @@ all of them can be pointed at a local emulator (`tests/gcs_emulator.py`).
   path(p)      -> epath.Path; local paths are made absolute, `gs://` URIs stay as given
   is_local(p)  -> whether `p` is on this machine's file system
   make_folder(p), files(p) -> a folder created if needed; every file under a folder
+  put(local, p), move(src, dst), remove(p) -> whole files into place (see `put`)
   GrowingFile  a text log that only grows: appended on local disks, rewritten whole on
                object stores (objects cannot be appended to)
 """
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -47,6 +49,56 @@ def files(folder: str | os.PathLike) -> Iterator[epath.Path]:
       root = scheme + root
     for name in names:
       yield path(root) / name
+
+
+def _fs(p: str):
+  """The fsspec file system (gcsfs) behind a remote URI: epath has no upload and its copy streams."""
+  import fsspec  # pylint: disable=import-outside-toplevel
+  return fsspec.core.url_to_fs(p)[0]
+
+
+def put(local: str, p: str | os.PathLike) -> None:
+  """Puts a finished local file at `p`, whole or not at all.
+
+  Local: a rename (the same file system: `local` sits beside `p`). Object stores: one upload,
+  and a GCS object becomes visible only once its upload completes, so no reader or resumed
+  run ever sees a half-written one; writers order their puts (records before the file that
+  marks them done, shards before the manifest) for the same reason.
+  """
+  if is_local(p):
+    os.replace(local, p)
+  else:
+    _fs(os.fspath(p)).put_file(local, os.fspath(p))
+    os.remove(local)
+
+
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """Renames a file; on GCS a server-side move (or copy + delete): `dst` appears whole."""
+  if is_local(dst):
+    os.replace(src, dst)
+  elif is_local(src):
+    put(os.fspath(src), dst)
+  else:
+    _fs(os.fspath(dst)).mv(os.fspath(src), os.fspath(dst))
+
+
+def write_bytes(p: str | os.PathLike, data: bytes) -> None:
+  """A small file written whole: locally under a temporary name, then renamed; on GCS one upload."""
+  if is_local(p):
+    tmp = os.fspath(p) + ".partial"
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, p)
+  else:
+    path(p).write_bytes(data)
+
+
+def remove_tree(p: str | os.PathLike) -> None:
+  """Deletes a folder and all under it, if it is there."""
+  if is_local(p):
+    shutil.rmtree(p, ignore_errors=True)
+  elif path(p).exists():
+    path(p).rmtree()
 
 
 class GrowingFile:

@@ -1,5 +1,9 @@
 """Writing a corpus: clips -> ArrayRecord shards, per-split indices and a manifest, atomically.
 
+The corpus folder may be local or on `gs://` (`vasa_jax.paths`). ArrayRecord writes local files
+only, so for `gs://` the shards are written into a local scratch folder and uploaded at `close`,
+each as one object (visible only once whole), the manifest last.
+
 The bytes of each record and the folder's names are `records_format`'s; `records_reader`
 opens what this writes. Callers import both through `vasa_jax.data.records`.
 """
@@ -13,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 from array_record.python import array_record_module
 
-from vasa_jax import interrupt
+from vasa_jax import interrupt, paths
 from vasa_jax.data import records_format as fmt
 from vasa_jax.errors import UserError
 
@@ -64,9 +69,10 @@ class CorpusWriter:
     with CorpusWriter(out_dir, resolution=256, fps=25) as writer:
       writer.add("train", clip)
 
-  Everything goes to a hidden temp folder inside out_dir first; only a clean
-  close moves the files in and writes manifest.json last, so an interrupted
-  or failed write leaves no corpus that `open_corpus` would accept.
+  Everything goes to a hidden temp folder inside out_dir first (a local scratch
+  folder when out_dir is on `gs://`); only a clean close moves the files in and
+  writes manifest.json last, so an interrupted or failed write leaves no corpus
+  that `open_corpus` would accept.
   """
 
   def __init__(self, out_dir: str | os.PathLike, *,
@@ -92,17 +98,22 @@ class CorpusWriter:
     self._per_frame_keys: list[str] | None = None
     self._has_frames: bool | None = None
     self._tmp_dir: str | None = None
+    self._remote = not paths.is_local(self.out_dir)
+    self._moved_in: dict[str, tuple[str, int | None, str | None]] = {}  # name -> remote source, bytes, sha256
 
   def __enter__(self) -> CorpusWriter:
     manifest = os.path.join(self.out_dir, fmt.MANIFEST_NAME)
-    if os.path.exists(manifest) and not self.overwrite:
+    if paths.path(manifest).exists() and not self.overwrite:
       raise UserError(f"{self.out_dir} already holds a corpus "
                       f"({fmt.MANIFEST_NAME}); choose an empty folder or pass "
                       "overwrite=True")
-    os.makedirs(self.out_dir, exist_ok=True)
-    self._tmp_dir = os.path.join(self.out_dir,
-                                 f".incomplete-{uuid.uuid4().hex[:12]}")
-    os.makedirs(self._tmp_dir)
+    if self._remote:
+      self._tmp_dir = tempfile.mkdtemp(prefix="vasa_jax-corpus-")
+    else:
+      os.makedirs(self.out_dir, exist_ok=True)
+      self._tmp_dir = os.path.join(self.out_dir,
+                                   f".incomplete-{uuid.uuid4().hex[:12]}")
+      os.makedirs(self._tmp_dir)
     interrupt.register(self._tmp_dir)
     return self
 
@@ -163,15 +174,20 @@ class CorpusWriter:
     writer.add(record, str(clip["clip_id"]), int(clip["identity"]), fmt.clip_num_frames(record))
 
   def add_shard(self, split: str, path: str, clip_ids: list[str], identities: list[int],
-                num_frames: list[int], first_record: bytes) -> None:
+                num_frames: list[int], first_record: bytes, *, size: int | None = None,
+                sha256: str | None = None) -> None:
     """Moves in a finished ArrayRecord shard (written elsewhere, e.g. by `prepare_beam`'s workers) as
     `split`'s next shard, as it is. `first_record` (one of its records) gets `add_record`'s checks;
-    the lists describe its records in order, for the split's index."""
+    the lists describe its records in order, for the split's index. A `gs://` shard stays where it
+    is until `close` moves it (server-side); its `size` and `sha256`, when given, spare reading it."""
     self._check_record(split, first_record)
     writer = self._split(split)
     writer.close_shard()  # A shard of single records in progress ends here; this one follows it.
     name = fmt.shard_name(split, len(writer.shards))
-    os.replace(path, os.path.join(self._tmp_dir, name))
+    if paths.is_local(path):
+      os.replace(path, os.path.join(self._tmp_dir, name))
+    else:
+      self._moved_in[name] = (path, size, sha256)
     writer.shards.append({"file": name, "clips": len(clip_ids)})
     writer.clip_ids.extend(str(c) for c in clip_ids)
     writer.identities.extend(int(i) for i in identities)
@@ -216,6 +232,11 @@ class CorpusWriter:
                num_frames=np.asarray(writer.num_frames, dtype=np.int64))
       for shard in writer.shards:
         path = os.path.join(self._tmp_dir, shard["file"])
+        if shard["file"] in self._moved_in:
+          path, size, sha = self._moved_in[shard["file"]]
+          shard["bytes"] = size if size is not None else paths.path(path).stat().length
+          shard["sha256"] = sha or fmt.file_sha256(path)
+          continue
         shard["bytes"] = os.path.getsize(path)
         shard["sha256"] = fmt.file_sha256(path)
       index_path = os.path.join(self._tmp_dir, fmt.index_name(split))
@@ -251,21 +272,23 @@ class CorpusWriter:
         },
     }
     manifest_path = os.path.join(self.out_dir, fmt.MANIFEST_NAME)
-    if os.path.exists(manifest_path):  # overwrite=True: retire the old corpus
+    if paths.path(manifest_path).exists():  # overwrite=True: retire the old corpus
       old = fmt.read_manifest_json(manifest_path)
-      os.remove(manifest_path)
+      paths.path(manifest_path).unlink()
       for info in (old.get("splits") or {}).values():
         for entry in [*info.get("shards", []), info.get("index") or {}]:
           name = entry.get("file")
-          if name and os.path.exists(os.path.join(self.out_dir, name)):
-            os.remove(os.path.join(self.out_dir, name))
+          if name and paths.path(os.path.join(self.out_dir, name)).exists():
+            paths.path(os.path.join(self.out_dir, name)).unlink()
     for name in os.listdir(self._tmp_dir):
-      os.replace(os.path.join(self._tmp_dir, name),
-                 os.path.join(self.out_dir, name))
+      paths.put(os.path.join(self._tmp_dir, name),
+                os.path.join(self.out_dir, name))
+    for name, (source, _, _) in self._moved_in.items():
+      paths.move(source, os.path.join(self.out_dir, name))
     tmp_manifest = os.path.join(self._tmp_dir, fmt.MANIFEST_NAME)
     with open(tmp_manifest, "w") as f:
       json.dump(manifest, f, indent=1)
-    os.replace(tmp_manifest, manifest_path)
+    paths.put(tmp_manifest, manifest_path)  # Last: readers see the new corpus only once all of it is in.
     os.rmdir(self._tmp_dir)
     interrupt.unregister(self._tmp_dir)
     self._tmp_dir = None
