@@ -88,8 +88,3 @@ def test_plan_fills_shards_like_the_local_path():
   want = [(split, n, refs[i:i + 2]) for split, refs in sorted(by_split.items())
           for n, i in enumerate(range(0, len(refs), 2))]
   assert plan == want
-
-
-def test_beam_path_refuses_an_object_store(videos, tmp_path, capsys):
-  assert _beam(videos, "gs://bucket/corpus") == 2
-  assert "file system every worker" in capsys.readouterr().err

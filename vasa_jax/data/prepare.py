@@ -19,6 +19,10 @@ Resumable: each finished video leaves `.prepare/<key>.array_record` and `<key>.j
 temporary names, then renamed); a re-run skips them, and the corpus (shards + manifest) is rebuilt
 from them atomically at the end of every run, so no clip appears twice and no half-written shard is
 ever listed. `prepare_report.json` names every video with its clips or the reason it was skipped.
+
+CORPUS may be `gs://bucket/folder`: work files, shards and report are written locally under temporary
+names and then uploaded, each as one object that appears only once whole (`paths.put`), in the same
+order (records before the .json that marks a video done, shards before the manifest).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 import zlib
 
 import av
 import numpy as np
 
-from vasa_jax import cli, faces, interrupt, media
+from vasa_jax import cli, faces, interrupt, media, paths
 from vasa_jax.data import face_labels
 from vasa_jax.data import records
 from vasa_jax.errors import UserError
@@ -317,39 +322,79 @@ def _work(task):
   return entry
 
 
+def partial_name(final: str) -> str:
+  """Where a file bound for `final` is written first: beside it locally (renamed in), in a local
+  scratch file for `gs://` (ArrayRecord writes only local files; uploaded whole by `paths.put`)."""
+  if paths.is_local(final):
+    return final + ".partial"
+  fd, tmp = tempfile.mkstemp(prefix="vasa_jax-", suffix="-" + os.path.basename(final) + ".partial")
+  os.close(fd)
+  return tmp
+
+
 def _write_done(work: str, key: str, records_out: list[bytes], entry: dict) -> None:
   """A video's records and report entry, each under a temporary name first: a video counts as
-  done only once its .json exists, which is renamed last."""
+  done only once its .json exists, which is put in place last."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   final = os.path.join(work, f"{key}.array_record")
-  tmp = final + ".partial"
   if records_out:
+    tmp = partial_name(final)
     with interrupt.removed_on_interrupt(tmp):
       w = array_record_module.ArrayRecordWriter(tmp, "group_size:1,uncompressed")
       for r in records_out:
         w.write(r)
       w.close()
-      os.replace(tmp, final)
-  tmp = os.path.join(work, f"{key}.json.partial")
+      paths.put(tmp, final)
+  final = os.path.join(work, f"{key}.json")
+  tmp = partial_name(final)
   with interrupt.removed_on_interrupt(tmp):
     with open(tmp, "w") as f:
       json.dump(entry, f)
-    os.replace(tmp, os.path.join(work, f"{key}.json"))
+    paths.put(tmp, final)
+
+
+def open_work(out: str) -> str:
+  """CORPUS/.prepare, created. A gs:// CORPUS is tried with a small write first, so a missing bucket or
+  missing rights is one clear error now, not after the first video's minutes of work."""
+  work = os.path.join(out, WORK)
+  if paths.is_local(out):
+    paths.make_folder(work)
+    return work
+  probe = paths.path(os.path.join(work, ".write-test"))
+  try:
+    probe.write_text("")
+    probe.unlink()
+  except ImportError:
+    raise UserError(f"--out {out}: writing to gs:// needs gcsfs: pip install 'vasa_jax[gcs]'") from None
+  except Exception as e:  # pylint: disable=broad-except  # gcsfs raises OSError, HttpError or auth errors
+    raise UserError(f"--out {out}: cannot write there ({type(e).__name__}: {cli.one_line(e)}); a gs:// corpus "
+                    "needs an existing bucket that Google's application default credentials may write to") from None
+  return work
+
+
+def done_keys(work: str) -> set[str]:
+  """The keys of the videos finished in `work` (their .json is there): one listing, not a request per video."""
+  folder = paths.path(work)
+  names = [p.name for p in folder.iterdir()] if folder.exists() else []
+  return {n[:-len(".json")] for n in names if n.endswith(".json")}
+
+
+def read_entry(work: str, key: str) -> dict:
+  return json.loads(paths.path(os.path.join(work, f"{key}.json")).read_text())
 
 
 def assemble(out: str, work: str, videos: list[tuple[str, str]], s: Settings) -> dict:
   """Rebuilds the corpus (shards, indices, manifest) from the finished videos' records, atomically."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  entries, seen = [], set()
+  entries, seen, done = [], set(), done_keys(work)
   with records.CorpusWriter(out, resolution=s.resolution, fps=s.fps, sample_rate=s.sample_rate,
                             overwrite=True) as writer:
     for path, identity in videos:
       key = video_key(path)
-      if key in seen or not os.path.exists(os.path.join(work, f"{key}.json")):
+      if key in seen or key not in done:
         continue
       seen.add(key)
-      with open(os.path.join(work, f"{key}.json")) as f:
-        entries.append(json.load(f))
+      entries.append(read_entry(work, key))
       if not entries[-1]["clips"]:
         continue
       reader = array_record_module.ArrayRecordReader(os.path.join(work, f"{key}.array_record"))
@@ -374,10 +419,10 @@ def settings(args) -> Settings:
 
 def pending(videos: list[tuple[str, str]], work: str) -> tuple[list[tuple[str, str]], int]:
   """The videos (first listing of each) without a finished work file, and how many distinct videos there are."""
-  todo, seen = [], set()
+  todo, seen, done = [], set(), done_keys(work)
   for path, identity in videos:
     key = video_key(path)
-    if key not in seen and not os.path.exists(os.path.join(work, f"{key}.json")):
+    if key not in seen and key not in done:
       todo.append((path, identity))
     seen.add(key)
   return todo, len(seen)
@@ -388,10 +433,7 @@ def write_report(out: str, report: dict, seconds: float, s: Settings, **extra) -
   ok = [e for e in report["videos"] if e["status"] == "ok"]
   report.update(clips=sum(len(e["clips"]) for e in ok), skipped=len(report["videos"]) - len(ok),
                 seconds_this_run=round(seconds, 2), settings=dataclasses.asdict(s), **extra)
-  tmp = os.path.join(out, REPORT + ".partial")
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=1)
-  os.replace(tmp, os.path.join(out, REPORT))
+  paths.write_bytes(os.path.join(out, REPORT), json.dumps(report, indent=1).encode())
   print(f"prepare: {report['clips']} clips from {len(ok)} videos, {report['skipped']} skipped "
         f"(reasons in {os.path.join(out, REPORT)}); this run {seconds:.1f} s", file=sys.stderr)
   return report
@@ -401,8 +443,7 @@ def run(args) -> dict:
   cli.check_range("--workers", args.workers, 1, 256)
   s = settings(args)
   videos = list_videos(args.videos)
-  work = os.path.join(args.out, WORK)
-  os.makedirs(work, exist_ok=True)
+  work = open_work(args.out)
   todo, total = pending(videos, work)
   print(f"prepare: {total} videos, {total - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
   t0 = time.time()
@@ -425,7 +466,7 @@ def _say(entry: dict) -> None:
 
 def main(args) -> int:
   run(args)
-  print(os.path.abspath(args.out))
+  print(paths.path(args.out))
   return 0
 
 
@@ -433,7 +474,8 @@ def add_corpus_arguments(p) -> None:
   """The arguments `prepare` and `prepare_beam` share."""
   p.add_argument("--videos", required=True, help="a folder of videos (searched recursively; the first folder "
                  "under it names the identity, VoxCeleb-style) or a text file with one path[,identity] per line")
-  p.add_argument("--out", required=True, help="corpus folder to write (a re-run resumes it)")
+  p.add_argument("--out", required=True, help="corpus folder to write, local or gs://bucket/folder "
+                 "(a re-run resumes it)")
   p.add_argument("--resolution", type=int, help="frame size (default: the config's face.image_size)")
   p.add_argument("--clip-seconds", type=float, default=8.0, help="longest clip; longer stretches are split")
   p.add_argument("--min-seconds", type=float, default=2.0, help="shortest clip; shorter stretches are dropped")

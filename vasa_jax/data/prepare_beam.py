@@ -25,15 +25,15 @@ so the corpus holds the same shards, index and manifest as `prepare`'s (bar the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
 
-from vasa_jax import cli, interrupt
+from vasa_jax import cli, interrupt, paths
 from vasa_jax.data import prepare, records, records_format
 from vasa_jax.errors import UserError
 
@@ -47,11 +47,9 @@ def _process(task: tuple, s: prepare.Settings, work: str) -> tuple[int, str, str
   """One video -> its work files (unless an earlier run left them); (order, key, identity, clips)."""
   order, path, identity = task
   key = prepare.video_key(path)
-  done = os.path.join(work, f"{key}.json")
-  if not os.path.exists(done):
+  if not paths.path(os.path.join(work, f"{key}.json")).exists():
     prepare._work((path, identity, s, work))  # pylint: disable=protected-access
-  with open(done) as f:
-    return order, key, identity, len(json.load(f)["clips"])
+  return order, key, identity, len(prepare.read_entry(work, key)["clips"])
 
 
 def plan_shards(done: list[tuple[int, str, str, int]], benchmark_share: float,
@@ -69,14 +67,16 @@ def plan_shards(done: list[tuple[int, str, str, int]], benchmark_share: float,
 
 def _write_shard(shard: tuple[str, int, list], work: str, staging: str) -> str:
   """Copies a shard's records from the work files into staging/<shard name>, with a .json of its
-  index entries; both under temporary names first, so a retried bundle rewrites them whole."""
+  index entries; both under temporary names first, so a retried bundle rewrites them whole. On
+  `gs://` the .json also carries the shard's size and hash, so the last step need not read it back."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   split, n, refs = shard
   name = records.shard_name(split, n)
   final = os.path.join(staging, name)
   meta = {"split": split, "n": n, "clip_ids": [], "identities": [], "num_frames": []}
   readers = {}
-  writer = array_record_module.ArrayRecordWriter(final + ".partial", records_format.ARRAY_RECORD_OPTIONS)
+  tmp = prepare.partial_name(final)
+  writer = array_record_module.ArrayRecordWriter(tmp, records_format.ARRAY_RECORD_OPTIONS)
   try:
     for key, i in refs:
       if key not in readers:
@@ -91,10 +91,13 @@ def _write_shard(shard: tuple[str, int, list], work: str, staging: str) -> str:
     writer.close()
     for r in readers.values():
       r.close()
-  os.replace(final + ".partial", final)
-  with open(final + ".json.partial", "w") as f:
+  if not paths.is_local(final):
+    meta.update(bytes=os.path.getsize(tmp), sha256=records_format.file_sha256(tmp))
+  paths.put(tmp, final)
+  tmp = prepare.partial_name(final + ".json")
+  with open(tmp, "w") as f:
     json.dump(meta, f)
-  os.replace(final + ".json.partial", final + ".json")
+  paths.put(tmp, final + ".json")
   return name
 
 
@@ -136,12 +139,8 @@ def run(args, beam_args: list[str] | None = None) -> dict:
     raise UserError(f"the Beam path of prepare needs Apache Beam: {INSTALL_HINT}") from None
   s = prepare.settings(args)
   videos = prepare.list_videos(args.videos)
-  if "://" in args.out:
-    raise UserError(f"--out {args.out!r}: the Beam path writes a folder on a file system every worker "
-                    "mounts (a local disk, NFS, Lustre); object stores are not supported yet")
-  out = os.path.abspath(args.out)
-  work = os.path.join(out, prepare.WORK)
-  os.makedirs(work, exist_ok=True)
+  out = os.fspath(paths.path(args.out))
+  work = prepare.open_work(out)
   todo, total = prepare.pending(videos, work)
   keys, tasks = set(), []
   # Every video in listing order (finished ones give their counts), its path as listed: the records
@@ -153,9 +152,10 @@ def run(args, beam_args: list[str] | None = None) -> dict:
   print(f"prepare (beam): {total} videos, {total - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
   opts = pipeline_options(list(beam_args or []))
   staging = os.path.join(out, STAGING + uuid.uuid4().hex[:12])
-  os.makedirs(staging)
+  paths.make_folder(staging)
   t0 = time.time()
-  with interrupt.removed_on_interrupt(staging):
+  # A local staging folder goes on Ctrl-C; a gs:// one is left (hidden, never listed in a manifest).
+  with interrupt.removed_on_interrupt(staging) if paths.is_local(staging) else contextlib.nullcontext():
     try:
       try:
         with beam.Pipeline(runner=_runner(opts), options=opts) as p:
@@ -167,7 +167,7 @@ def run(args, beam_args: list[str] | None = None) -> dict:
       seconds = time.time() - t0
       report = _finish(out, work, staging, videos, s)
     finally:
-      shutil.rmtree(staging, ignore_errors=True)
+      paths.remove_tree(staging)
   runner = opts.get_all_options().get("runner") or "DirectRunner (FnApiRunner)"
   return prepare.write_report(out, report, seconds, s, engine=f"beam {runner}")
 
@@ -175,18 +175,15 @@ def run(args, beam_args: list[str] | None = None) -> dict:
 def _finish(out: str, work: str, staging: str, videos: list[tuple[str, str]], s: prepare.Settings) -> dict:
   """Moves the staged shards in (in split and shard order) and writes index and manifest; the report's entries."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  metas = []
-  for name in os.listdir(staging):
-    if name.endswith(".array_record.json"):
-      with open(os.path.join(staging, name)) as f:
-        metas.append(json.load(f))
+  folder = paths.path(staging)
+  metas = [json.loads(p.read_text()) for p in (folder.iterdir() if folder.exists() else [])
+           if p.name.endswith(".array_record.json")]
   entries, seen = [], set()
   for path, _ in videos:
     key = prepare.video_key(path)
     if key not in seen:
       seen.add(key)
-      with open(os.path.join(work, f"{key}.json")) as f:
-        entries.append(json.load(f))
+      entries.append(prepare.read_entry(work, key))
   if sum(len(m["clip_ids"]) for m in metas) != sum(len(e["clips"]) for e in entries):
     raise RuntimeError(f"the staged shards in {staging} hold {sum(len(m['clip_ids']) for m in metas)} clips, "
                        f"the videos {sum(len(e['clips']) for e in entries)}")
@@ -197,13 +194,14 @@ def _finish(out: str, work: str, staging: str, videos: list[tuple[str, str]], s:
       reader = array_record_module.ArrayRecordReader(path)
       first = reader.read([0])[0]
       reader.close()
-      writer.add_shard(m["split"], path, m["clip_ids"], m["identities"], m["num_frames"], first)
+      writer.add_shard(m["split"], path, m["clip_ids"], m["identities"], m["num_frames"], first,
+                       size=m.get("bytes"), sha256=m.get("sha256"))
   return {"videos": entries}
 
 
 def main(args, beam_args: list[str] | None = None) -> int:
   run(args, beam_args)
-  print(os.path.abspath(args.out))
+  print(paths.path(args.out))
   return 0
 
 
