@@ -32,14 +32,20 @@ root = sys.argv[1]
 corpus = records.open_corpus(root, verify=True)
 out = {"splits": {}, "objects": {}}
 for split, info in corpus.manifest["splits"].items():
-  ids = []
+  ids, content = [], []
   for shard in info["shards"]:
     r = array_record_module.ArrayRecordReader(f"{root}/{shard['file']}")
-    ids += [records.clip_header(r.read([i])[0])["clip_id"] for i in range(r.num_records())]
+    for i in range(r.num_records()):
+      clip = records.decode_clip(r.read([i])[0])
+      ids.append(clip["clip_id"])
+      content.append([int(clip["identity"]), clip["attrs"]["start_s"], clip["attrs"]["video"],
+                      hashlib.sha256(clip["frames"].tobytes() + clip["audio"].tobytes()
+                                     + clip["landmarks"].tobytes()).hexdigest()])
     r.close()
   shards = [(s["file"], s["clips"], s["sha256"],
              hashlib.sha256((epath.Path(root) / s["file"]).read_bytes()).hexdigest()) for s in info["shards"]]
-  out["splits"][split] = {"clip_ids": ids, "shards": shards, "index": corpus.index(split).clip_id.tolist()}
+  out["splits"][split] = {"clip_ids": ids, "shards": shards, "index": corpus.index(split).clip_id.tolist(),
+                          "content": content}
 if root.startswith("gs://"):
   fs = fsspec.core.url_to_fs(root)[0]
   for p in fs.find(root):
@@ -115,17 +121,21 @@ def test_prepare_writes_and_resumes_a_corpus_on_gcs(gcs, videos, tmp_path):
   assert set(beam["objects"]) == set(got["objects"])                    # the staging folder is gone
 
 
-def test_beam_writes_a_fresh_corpus_on_gcs(gcs, videos, tmp_path):
-  """From scratch on gs://: the workers' work files and staged shards all live in the bucket."""
+def test_beam_reads_videos_from_and_writes_a_fresh_corpus_to_gcs(gcs, videos, tmp_path):
+  """Dataflow's case: videos, work files, staged shards and corpus all in the bucket, nothing shared on disk.
+  The clips are the local run's (their ids and `source` name the gs:// videos, so the shards' bytes differ)."""
   bucket = gcs.make_bucket("beam")
+  gcs.run(["-c", f"import gcs_emulator; gcs_emulator.upload({str(videos)!r}, '{bucket}/videos')"])
   local, remote = str(tmp_path / "local"), f"{bucket}/corpus"
   _prepare(gcs, "prepare", videos, local)
-  _prepare(gcs, "prepare_beam", videos, remote, "--direct_num_workers=2")
-  got = _inspect(gcs, remote)
-  assert got["splits"] == _inspect(gcs, local)["splits"]
+  _prepare(gcs, "prepare_beam", f"{bucket}/videos", remote, "--direct_num_workers=2")
+  got, want = _inspect(gcs, remote), _inspect(gcs, local)
+  assert {k: v["content"] for k, v in got["splits"].items()} == {k: v["content"] for k, v in want["splits"].items()}
   report = json.loads(gcs.run(["-c", f"from etils import epath; print(epath.Path('{remote}/prepare_report.json')"
                                      ".read_text())"]))
   assert report["engine"].startswith("beam") and report["clips"] == 2
+  assert sorted(e["video"] for e in report["videos"]) == [f"{bucket}/videos/alice/moving.mp4",
+                                                          f"{bucket}/videos/bob/synthetic.mp4"]
   assert not [p for p in got["objects"] if ".beam-staging" in p or p.endswith(".partial")]
 
 

@@ -32,6 +32,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,11 +81,14 @@ def split_of(name: str, share: float) -> str:
 def video_key(path: str) -> str:
   """A file name for a video's work files: its name plus a hash of its full path."""
   stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in os.path.splitext(os.path.basename(path))[0])
-  return f"{stem[:40]}-{zlib.crc32(os.path.abspath(path).encode()):08x}"
+  full = os.path.abspath(path) if paths.is_local(path) else path
+  return f"{stem[:40]}-{zlib.crc32(full.encode()):08x}"
 
 
 def list_videos(spec: str) -> list[tuple[str, str]]:
-  """(path, identity name) of every video in a folder (recursively) or a list file."""
+  """(path, identity name) of every video in a folder (recursively) or a list file; local or gs://."""
+  if not paths.is_local(spec):
+    return _list_remote_videos(spec)
   if os.path.isdir(spec):
     out = []
     for root, dirs, files in os.walk(spec):
@@ -98,18 +102,45 @@ def list_videos(spec: str) -> list[tuple[str, str]]:
       raise UserError(f"--videos {spec!r} holds no video ({', '.join(VIDEO_SUFFIXES)} files, searched recursively)")
     return out
   media.require_file(spec, "--videos list", "a folder of videos or a text file with one video path per line")
-  out = []
-  base = os.path.dirname(os.path.abspath(spec))
   with open(spec) as f:
-    for n, line in enumerate(f, 1):
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      path, _, ident = (p.strip() for p in line.partition(","))
-      path = path if os.path.isabs(path) else os.path.join(base, path)
-      out.append((path, ident or os.path.splitext(os.path.basename(path))[0]))
+    return _parse_list(spec, f.read(), os.path.dirname(os.path.abspath(spec)))
+
+
+def _parse_list(spec: str, text: str, base: str) -> list[tuple[str, str]]:
+  out = []
+  for line in text.splitlines():
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    path, _, ident = (p.strip() for p in line.partition(","))
+    path = path if os.path.isabs(path) or not paths.is_local(path) else os.path.join(base, path)
+    out.append((path, ident or os.path.splitext(os.path.basename(path))[0]))
   if not out:
     raise UserError(f"--videos {spec!r} lists no video; give one path per line (optionally path,identity)")
+  return out
+
+
+def _list_remote_videos(spec: str) -> list[tuple[str, str]]:
+  """`list_videos` for a gs:// folder or list file (Dataflow's workers share only GCS)."""
+  top = spec.rstrip("/")
+  try:
+    if not paths.path(top).is_dir():
+      return _parse_list(spec, paths.path(top).read_text(), top.rsplit("/", 1)[0])
+    found = [os.fspath(f) for f in paths.files(top)]
+  except FileNotFoundError:
+    raise UserError(f"--videos {spec!r} does not exist; expected a folder of videos or a text file with one "
+                    "video path per line") from None
+  except ImportError:
+    raise UserError(f"--videos {spec}: reading gs:// needs gcsfs: pip install 'vasa_jax[gcs]'") from None
+  except Exception as e:  # pylint: disable=broad-except  # gcsfs raises OSError, HttpError or auth errors
+    raise UserError(f"--videos {spec}: cannot read it ({type(e).__name__}: {cli.one_line(e)})") from None
+  out = []
+  for path in sorted(found):
+    rel = path[len(top) + 1:].split("/")
+    if rel[-1].lower().endswith(VIDEO_SUFFIXES) and not any(d.startswith(".") for d in rel[:-1]):
+      out.append((path, rel[0] if len(rel) > 1 else os.path.splitext(rel[-1])[0]))
+  if not out:
+    raise UserError(f"--videos {spec!r} holds no video ({', '.join(VIDEO_SUFFIXES)} files, searched recursively)")
   return out
 
 
@@ -222,11 +253,12 @@ def segments(lms: list, counts: np.ndarray, cuts: np.ndarray, s: Settings) -> tu
   return segs, dropped
 
 
-def process_video(path: str, identity: str, s: Settings) -> tuple[list[bytes], dict]:
-  """Encoded clip records of one video and its report entry."""
+def process_video(path: str, identity: str, s: Settings, local: str | None = None) -> tuple[list[bytes], dict]:
+  """Encoded clip records of one video and its report entry; `local`: a local copy of a gs:// `path`."""
   entry = {"video": path, "identity": identity, "clips": [], "frames": 0}
+  src = local or path
   try:
-    with av.open(path, metadata_errors="ignore") as c:
+    with av.open(src, metadata_errors="ignore") as c:
       has_audio = bool(c.streams.audio)
       a = c.streams.audio[0] if has_audio else None
       audio_start = float(a.start_time * a.time_base) if a is not None and a.start_time is not None else 0.0
@@ -235,8 +267,8 @@ def process_video(path: str, identity: str, s: Settings) -> tuple[list[bytes], d
   try:
     if not has_audio:
       raise Skip("has no audio track (the clips need speech)")
-    lms, counts, info = track_video(path, s)
-    audio = media.load_audio(path, sample_rate=s.sample_rate, max_seconds=24 * 3600.0, allow_silence=True)
+    lms, counts, info = track_video(src, s)
+    audio = media.load_audio(src, sample_rate=s.sample_rate, max_seconds=24 * 3600.0, allow_silence=True)
     # Sound in sync with the first frame: drop (or pad) what lies before (after) it.
     shift = int(round((info.get("start", 0.0) - audio_start) * s.sample_rate))
     audio = audio[shift:] if shift >= 0 else np.pad(audio, (-shift, 0))
@@ -261,7 +293,7 @@ def process_video(path: str, identity: str, s: Settings) -> tuple[list[bytes], d
       if main == "scene cuts" or not dropped:
         main = f"too short (no stretch of {s.min_frames} frames with one face)"
       raise Skip(f"{main}; " + "; ".join(notes) if notes else main)
-    records_out = _cut_clips(path, identity, s, lms, audio, clips_span, entry)
+    records_out = _cut_clips(path, identity, s, lms, audio, clips_span, entry, src)
     entry.update(status="ok", notes=notes)
     return records_out, entry
   except Skip as e:
@@ -270,8 +302,8 @@ def process_video(path: str, identity: str, s: Settings) -> tuple[list[bytes], d
     return [], {**entry, "status": "skipped", "reason": cli.one_line(e)}
 
 
-def _cut_clips(path, identity, s: Settings, lms, audio, spans, entry) -> list[bytes]:
-  """Pass 2: decode again and cut each span's frames with its smoothed crop boxes."""
+def _cut_clips(path, identity, s: Settings, lms, audio, spans, entry, src) -> list[bytes]:
+  """Pass 2: decode again (`src`: the file to decode) and cut each span's frames with its smoothed crop boxes."""
   boxes = np.full((len(lms), 3), np.nan)
   for t, lm in enumerate(lms):
     if lm is not None:
@@ -280,7 +312,7 @@ def _cut_clips(path, identity, s: Settings, lms, audio, spans, entry) -> list[by
   for a, b in spans:
     smoothed[(a, b)] = faces.smooth_boxes(boxes[a:b], SMOOTH_SECONDS * s.fps)
   frames = {span: [] for span in spans}
-  for item in _resampled_frames(path, s.fps):
+  for item in _resampled_frames(src, s.fps):
     if isinstance(item, dict):
       continue
     t, _, frame = item
@@ -317,7 +349,21 @@ def _cut_clips(path, identity, s: Settings, lms, audio, spans, entry) -> list[by
 
 def _work(task):
   path, identity, s, work = task
-  records_out, entry = process_video(path, identity, s)
+  if paths.is_local(path):
+    records_out, entry = process_video(path, identity, s)
+  else:
+    # PyAV and the audio loader read local files: a gs:// video is downloaded for its two passes.
+    fd, local = tempfile.mkstemp(prefix="vasa_jax-", suffix=os.path.splitext(path)[1])
+    try:
+      with os.fdopen(fd, "wb") as f, paths.path(path).open("rb") as src:
+        shutil.copyfileobj(src, f, 1 << 22)
+    except FileNotFoundError:  # Listed but not there: a skip. Other errors may pass: they raise, nothing is marked done.
+      records_out, entry = [], {"video": path, "identity": identity, "clips": [], "frames": 0, "status": "skipped",
+                                "reason": "does not exist"}
+    else:
+      records_out, entry = process_video(path, identity, s, local=local)
+    finally:
+      os.remove(local)
   _write_done(work, video_key(path), records_out, entry)
   return entry
 
