@@ -519,7 +519,8 @@ def main(args) -> int:
 def add_corpus_arguments(p) -> None:
   """The arguments `prepare` and `prepare_beam` share."""
   p.add_argument("--videos", required=True, help="a folder of videos (searched recursively; the first folder "
-                 "under it names the identity, VoxCeleb-style) or a text file with one path[,identity] per line")
+                 "under it names the identity, VoxCeleb-style) or a text file with one path[,identity] per line; "
+                 "local or gs://")
   p.add_argument("--out", required=True, help="corpus folder to write, local or gs://bucket/folder "
                  "(a re-run resumes it)")
   p.add_argument("--resolution", type=int, help="frame size (default: the config's face.image_size)")

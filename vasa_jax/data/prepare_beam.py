@@ -11,7 +11,13 @@ Without Beam options it runs on this machine, one worker per core. After `--`, a
     ... -- --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=PROCESS \\
            --environment_config='{"command": "/opt/apache/beam/boot"}'
 
-Every worker needs `pip install 'vasa_jax[faces,beam]'`.
+    # Dataflow, whose workers share only GCS: videos and corpus on gs://, workers in a container built
+    # from Beam's SDK image with `pip install 'vasa_jax[faces,beam,gcs]'` (README: "On gs:// and Dataflow"):
+    python -m vasa_jax.data.prepare_beam --videos gs://BUCKET/vox/ --out gs://BUCKET/corpora/real512 \\
+        --config configs/paper.py -- --runner=DataflowRunner --project=PROJECT --region=REGION \\
+        --temp_location=gs://BUCKET/dataflow/tmp --sdk_container_image=REGION-docker.pkg.dev/PROJECT/REPO/IMAGE
+
+Every worker needs `pip install 'vasa_jax[faces,beam]'` (and the `gcs` extra for gs:// folders).
 
 The pipeline, each step a Beam stage that the runner spreads over its workers:
   1. videos -> `prepare.process_video` (the local path's own function) -> the same per-video work
@@ -21,6 +27,7 @@ The pipeline, each step a Beam stage that the runner spreads over its workers:
   3. shards -> written in parallel into a hidden staging folder, each with its index entries;
 then this process moves the shards in and writes the index, manifest and report (`records.CorpusWriter`),
 so the corpus holds the same shards, index and manifest as `prepare`'s (bar the creation time and command).
+On gs:// every file is written locally and uploaded whole (`paths.put`), the manifest last.
 """
 
 from __future__ import annotations
