@@ -184,3 +184,15 @@ def test_live_stream_times_every_frame_and_drops_only_late_ones(model, audio):
   assert late.dropped > 0 and shown[-1].index == out - 1 and late.dropped + len(shown) == out
   assert all(f.latency <= 0.25 for f in shown[:-1])  # the newest frame of a step is always shown
   assert late.sampler.frames_out == out  # the skipped frames still advanced the video clock
+
+
+def test_live_mode_defaults_to_its_own_steps_and_window(model):
+  """Live mode, given no steps or window, uses its own (`stream.LIVE_STEPS`, `live_window_for`); the
+  other modes keep the config's DDIM steps and the training window."""
+  img = media.load_image(sample.EXAMPLE_IMAGE)
+  lv = stream.StreamingSampler(model, img, watermark=None, live_hop=2)
+  assert lv.steps == stream.LIVE_STEPS
+  assert lv.loop.live_window == stream.live_window_for(model.motion_cfg, 2) <= lv.window
+  offline = stream.StreamingSampler(model, img, watermark=None)
+  assert offline.steps == model.motion_cfg.diffusion.sample_steps
+  assert stream.StreamingSampler(model, img, watermark=None, live_hop=2, steps=7).steps == 7

@@ -177,7 +177,7 @@ def bench_live(model, portrait, audio, marker, steps) -> dict:
   s = mk()
   run = live.simulate(s, audio, chunk_ms=live.DEFAULT_CHUNK_MS)
   seconds = audio.size / model.motion_cfg.media.sample_rate
-  return {**run.latency_ms(), "hop_frames": live.DEFAULT_HOP, "window_frames": s.loop.live_window,
+  return {**run.latency_ms(), "hop_frames": live.DEFAULT_HOP, "window_frames": s.loop.live_window, "steps": s.steps,
           "chunk_ms": live.DEFAULT_CHUNK_MS,
           "max_lag_ms": live.DEFAULT_MAX_LAG_S * 1e3, "shown_fps": run.latency_ms()["frames"] / seconds,
           "diffusion_ms_per_step": float(np.mean(s.timings["diffusion"])) * 1e3,
@@ -225,7 +225,7 @@ def main(args) -> int:
       lv = r["live"]
       rows.append(("live: sound in -> frame ready", f"median {lv['median']:.0f} ms, 95% {lv['p95']:.0f} ms "
                    f"({lv['chunk_ms']:.0f} ms chunks in real time, hop {lv['hop_frames']} frames, window "
-                   f"{lv['window_frames']}; diffusion {lv['diffusion_ms_per_step']:.0f} ms per step, decode "
+                   f"{lv['window_frames']}, {lv['steps']} DDIM steps; diffusion {lv['diffusion_ms_per_step']:.0f} ms per step, decode "
                    f"{lv['decode_ms_per_frame']:.0f} ms per frame; "
                    f"{lv['shown_fps']:.1f} fps shown, {lv['dropped']} frames later than "
                    f"{lv['max_lag_ms']:.0f} ms dropped)"))
