@@ -28,6 +28,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
   signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+  """A local GCS emulator (tests/gcs_emulator.py) for one test module; its tests run their gs://
+  commands through `gcs.run`."""
+  import gcs_emulator  # Needs fake-gcs-server's wrapper: imported only by the modules that ask for it.
+  emu = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
+  yield emu
+  emu.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
   """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""

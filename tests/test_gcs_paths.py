@@ -11,8 +11,6 @@ import pytest
 import corpora
 from vasa_jax import bundle
 
-import gcs_emulator
-
 TRAIN = ["-m", "vasa_jax.train", "--stage", "2", "--config", "tiny", "--config.motion_train.motion_source=labels",
          "--config.motion_train.steps=4", "--config.motion_train.checkpoint_every=2",
          "--config.motion_train.log_every=1"]
@@ -36,13 +34,6 @@ print(json.dumps({
     "config_name": json.loads((root / "config.json").read_text())["name"],
 }))
 """
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-  emu = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
-  yield emu
-  emu.close()
 
 
 @pytest.fixture(scope="module")

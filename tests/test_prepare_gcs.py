@@ -13,7 +13,6 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("gcsfs")
 
 import face_media  # noqa: E402
-import gcs_emulator  # noqa: E402
 import numpy as np  # noqa: E402
 from vasa_jax import media  # noqa: E402
 from vasa_jax.data import synthetic  # noqa: E402
@@ -52,13 +51,6 @@ if root.startswith("gs://"):
     out["objects"][p] = fs.info(p)["generation"]
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-  emu = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs") / "emulator.log"))
-  yield emu
-  emu.close()
 
 
 @pytest.fixture(scope="module")
