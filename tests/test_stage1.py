@@ -48,6 +48,18 @@ def test_encoder_decoder_shapes_and_self_consistency(overrides):
   assert float(jnp.abs(out - other).mean()) > 1e-4
 
 
+def _events(path):
+  """The records of a TensorBoard event file: u64 length, u32 crc, an Event proto, u32 crc."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  data, i = open(path, "rb").read(), 0
+  while i < len(data):
+    (n,) = struct.unpack("<Q", data[i:i + 8])
+    yield event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+    i += 12 + n + 4
+
+
 @pytest.mark.slow
 def test_train_two_steps_checkpoint_and_resume_from_the_cli(corpus, tmp_path, capsys):
   workdir = str(tmp_path / "run")
@@ -60,10 +72,23 @@ def test_train_two_steps_checkpoint_and_resume_from_the_cli(corpus, tmp_path, ca
   assert ckpt.latest_step() == 3
   assert ckpt.config(3)["face"]["image_size"] == 64
   log = capsys.readouterr().out
-  assert "step 3/3" in log and "steps/s" in log and "ETA" in log
+  assert "step 3/3" in log and "steps/s" in log and "examples/s" in log and "of matmul peak" in log and "ETA" in log
+  import json
+  last = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))][-1]
+  # Examples/s is steps/s times the batch; the achieved FLOP/s is a real share of the measured peak.
+  batch = json.load(open(os.path.join(workdir, "config.json")))["train"]["batch_size"]
+  assert last["perf/examples_per_s"] == pytest.approx(last["perf/steps_per_s"] * batch, rel=1e-6)
+  assert last["perf/tflops"] > 0 and 0 < last["perf/peak_fraction"] < 1.5
   previews = sorted(os.listdir(os.path.join(workdir, "previews")))
   assert previews == ["step_0000002.png"]
-  assert os.path.isdir(os.path.join(workdir, "tensorboard"))
+  # TensorBoard holds the scalars and the preview grid as an image (read back with tensorboardX's protos).
+  kinds = {}
+  for name in os.listdir(os.path.join(workdir, "tensorboard")):
+    for event in _events(os.path.join(workdir, "tensorboard", name)):
+      for v in event.summary.value:
+        kinds.setdefault(v.tag, set()).add((event.step, v.WhichOneof("value")))
+  assert (3, "simple_value") in kinds["perf/peak_fraction"] and (3, "simple_value") in kinds["psnr/recon"]
+  assert kinds["preview"] == {(2, "image")}
   # The evaluation command reads the run and prints the paper-style table.
   from vasa_jax import evaluate
   out_json = str(tmp_path / "eval.json")

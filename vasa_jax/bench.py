@@ -11,43 +11,15 @@ import os
 import platform
 import tempfile
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vasa_jax import bundle, cli, config, diffusion, live, media, sample, stream, watermark
+from vasa_jax import bundle, cli, config, diffusion, live, media, perf, sample, stream, watermark
 from vasa_jax.data.synthetic import LABEL_NAMES
 from vasa_jax.face_model import FaceModel
 from vasa_jax.motion import MotionModel
-
-
-def _best_time(fn: Callable, *args, repeats: int = 3, min_time: float = 0.5) -> float:
-  jax.block_until_ready(fn(*args))  # Compile and warm up.
-  best = float("inf")
-  for _ in range(repeats):
-    n, t0 = 0, time.perf_counter()
-    while True:
-      jax.block_until_ready(fn(*args))
-      n += 1
-      if time.perf_counter() - t0 >= min_time or n >= 50:
-        break
-    best = min(best, (time.perf_counter() - t0) / n)
-  return best
-
-
-def _flops(fn, *args) -> float:
-  cost = fn.lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0))
-
-
-def matmul_peak(n: int = 2048) -> float:
-  """FLOP/s of a float32 n^3 matmul: the yardstick for 'fraction of peak'."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  return 2.0 * n ** 3 / _best_time(f, a, repeats=5)
 
 
 def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> dict:
@@ -61,10 +33,10 @@ def bench_face(config_name: str, batch: int, peak: float, repeats: int = 3) -> d
   lat1 = encode(params, img1)
   lat = jax.tree.map(lambda x: jnp.repeat(x, batch, 0), lat1)
   decode = jax.jit(lambda p, l: face.decode(p, l, l["z_pose"], l["z_dyn"]))
-  t_enc = _best_time(encode, params, img1, repeats=repeats, min_time=0.2)
-  t_dec = _best_time(decode, params, lat, repeats=repeats, min_time=0.2)
-  f_enc = _flops(encode, params, img1)
-  f_dec = _flops(decode, params, lat) / batch
+  t_enc = perf.best_time(encode, params, img1, repeats=repeats, min_time=0.2)
+  t_dec = perf.best_time(decode, params, lat, repeats=repeats, min_time=0.2)
+  f_enc = perf.flops(encode, params, img1)
+  f_dec = perf.flops(decode, params, lat) / batch
   return {"config": config_name, "resolution": s, "decode_batch": batch,
           "encode_ms": t_enc * 1e3, "encode_gflop": f_enc / 1e9,
           "decode_ms_per_frame": t_dec / batch * 1e3, "decode_gflop_per_frame": f_dec / 1e9,
@@ -109,21 +81,21 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
          "distance": jnp.zeros((1,)), "emotion": jnp.zeros((1, 5))}
   base = jnp.zeros((1, 5), bool)
   guided = jax.jit(lambda p, c, x, t: diffusion.guided_x0(mm.guided_denoiser(p, c, base), x, t, warm.guidance))
-  step_flops = _flops(guided, model.motion_params, ctx, jnp.zeros((1, w, m)), jnp.zeros((1,), jnp.int32))
-  features_flops = _flops(jax.jit(mm.features), model.motion_params, wav)
+  step_flops = perf.flops(guided, model.motion_params, ctx, jnp.zeros((1, w, m)), jnp.zeros((1,), jnp.int32))
+  features_flops = perf.flops(jax.jit(mm.features), model.motion_params, wav)
   window_flops = features_flops + warm.steps * step_flops
   motion = jnp.zeros((warm.decode_batch, warm.portrait_motion.size))  # What the decoder takes: latents.
   times = jnp.arange(warm.decode_batch, dtype=jnp.float32) / warm.fps  # The watermark's frame times.
-  decode_flops = _flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times) / warm.decode_batch
-  t_window = _best_time(warm.window_step, *args, repeats=2, min_time=0.0)
-  t_decode = _best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times, repeats=2,
+  decode_flops = perf.flops(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times) / warm.decode_batch
+  t_window = perf.best_time(warm.window_step, *args, repeats=2, min_time=0.0)
+  t_decode = perf.best_time(warm.decode_step, model.face_params, warm.portrait, motion, warm.signs, times, repeats=2,
                         min_time=0.0)
-  t_decode1 = _best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, times[:1],
+  t_decode1 = perf.best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, times[:1],
                          repeats=2, min_time=0.0)
   feats = jax.jit(warm.motion_model.features)
-  t_feats = _best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
+  t_feats = perf.best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
   size = model.face_cfg.face.image_size
-  t_encode = _best_time(warm.encode_step, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
+  t_encode = perf.best_time(warm.encode_step, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
   frame = np.zeros((model.face_cfg.face.image_size,) * 2 + (3,), np.uint8)
   tmp = os.path.join(tempfile.gettempdir(), "vasa_jax_bench_encode.mp4")  # Aborted: never published.
   writer = media.VideoWriter(tmp, 25, with_audio=False)
@@ -185,7 +157,7 @@ def bench_live(model, portrait, audio, marker, steps) -> dict:
 
 
 def main(args) -> int:
-  peak = matmul_peak()
+  peak = perf.matmul_peak()
   device = jax.devices()[0]
   results = {"device": f"{device.platform}:{device.device_kind}", "cpu_count": os.cpu_count(),
              "machine": platform.machine(), "jax": jax.__version__, "matmul_peak_gflops": peak / 1e9,

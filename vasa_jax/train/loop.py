@@ -5,7 +5,8 @@ A `Task` (`train/stage1.py`, `train/stage2.py`) supplies `init(rng) -> state`,
 a `PreviewTask` also `preview(params, batch) -> image`. The loop owns the side effects:
 born-sharded init or automatic resume from `WORKDIR/checkpoints`, checkpoints that
 hold the state, the grain iterator and the config, TensorBoard scalars, a console
-line with steps/s and ETA, preview grids, a NaN/Inf guard that stops before
+line with steps/s, examples/s, achieved FLOP/s as a share of a matmul peak measured
+on the device at the start (XLA's count of the step's FLOPs) and ETA, preview grids, a NaN/Inf guard that stops before
 anything bad is saved, and a save on SIGTERM/SIGINT (preemption).
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 
 from vasa_jax import bundle as bundle_lib
-from vasa_jax import media, paths
+from vasa_jax import media, paths, perf
 from vasa_jax.errors import UserError
 from vasa_jax.train import checkpoint as ckpt_lib
 from vasa_jax.train import mesh as mesh_lib
@@ -81,7 +82,7 @@ class _Preempted:
 
 
 class _Scalars:
-  """TensorBoard scalars (process 0 only) plus a JSON-lines copy for scripts."""
+  """TensorBoard scalars and preview images (process 0 only) plus a JSON-lines copy of the scalars."""
 
   def __init__(self, workdir):
     self.enabled = jax.process_index() == 0
@@ -97,6 +98,10 @@ class _Scalars:
     for k, v in scalars.items():
       self._tb.add_scalar(k, v, step)
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+
+  def image(self, step: int, tag: str, grid_HxWx3) -> None:
+    if self.enabled:
+      self._tb.add_image(tag, np.asarray(grid_HxWx3), step, dataformats="HWC")
 
   def close(self) -> None:
     if self.enabled:
@@ -155,6 +160,7 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   accum: dict[str, list[float]] = {}
   t_log, step_log = time.time(), start  # Rate over the last log interval (the first includes compiling).
   step = start
+  step_flops = peak = None  # FLOPs of one step (the whole global batch), the devices' summed matmul peak.
 
   def fetch(entry):
     """Pulls one step's metrics to the host and checks them."""
@@ -177,6 +183,9 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
         log.info("data exhausted at step %d", step)
         break
       batch = mesh_lib.put_batch(task.host_batch(raw), mesh)
+      if step_flops is None:  # XLA's count for the lowered step (no extra compile) and a matmul yardstick.
+        step_flops = perf.flops(step_fn, state, batch, jax.random.fold_in(rng, step), compile=False)
+        peak = perf.matmul_peak(1024, repeats=2, min_time=0.1) * jax.device_count()
       state, metrics = step_fn(state, batch, jax.random.fold_in(rng, step))
       step += 1
       pending.append((step, metrics))
@@ -191,16 +200,21 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
         t_log, step_log = now, step
         means = {k: float(np.mean(v)) for k, v in accum.items()}
         means["perf/steps_per_s"] = rate
+        means["perf/examples_per_s"] = rate * t.batch_size
+        means["perf/tflops"] = rate * step_flops / 1e12
+        means["perf/peak_fraction"] = rate * step_flops / peak
         scalars.write(step, means)
         if on_log:
           on_log(step, means)
         eta = (last - step) / max(rate, 1e-9)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in means.items()
                          if k.startswith(("loss/", "psnr/")))
-        print(f"step {step}/{last} {shown} {rate:.2f} steps/s ETA {_duration(eta)}", flush=True)
+        print(f"step {step}/{last} {shown} {rate:.2f} steps/s {rate * t.batch_size:.1f} examples/s "
+              f"{means['perf/tflops'] * 1e3:.1f} GFLOP/s ({100 * means['perf/peak_fraction']:.0f}% of matmul peak) "
+              f"ETA {_duration(eta)}", flush=True)
         accum.clear()
       if preview_fn is not None and t.preview_every and step % t.preview_every == 0:
-        _write_preview(workdir, step, preview_fn(state.ema, batch))
+        _write_preview(workdir, step, preview_fn(state.ema, batch), scalars)
       if step % t.checkpoint_every == 0 or step == last or preempted.flag:
         while pending:
           fetch(pending.pop(0))
@@ -238,11 +252,13 @@ def _warm_start_weights(task: Task, run_dir: str, rng) -> Any:
   return base
 
 
-def _write_preview(workdir, step: int, grid) -> None:
+def _write_preview(workdir, step: int, grid, scalars: _Scalars) -> None:
   if jax.process_index() != 0:
     return
+  grid = np.asarray(jax.device_get(grid))
   folder = paths.make_folder(workdir / "previews")
-  media.save_image(folder / f"step_{step:07d}.png", np.asarray(jax.device_get(grid)))
+  media.save_image(folder / f"step_{step:07d}.png", grid)
+  scalars.image(step, "preview", grid)
 
 
 def _duration(seconds: float) -> str:
