@@ -53,3 +53,12 @@ def test_diffusion_flops_count_every_step():
   assert two["guided_passes"] == four["guided_passes"] == 3
   expected = 2 * two["guided_passes"] * 2 * n_weights * tokens
   assert 0.6 < (per_window(four) - per_window(two)) / expected < 1.6
+
+
+def test_an_existing_json_is_refused_before_any_timing(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  out.write_text("{}")
+  assert cli.run(bench.main, bench.parser(), ["--configs", "tiny", "--pipeline", "--json", str(out)]) == 2
+  err = capsys.readouterr()
+  assert "already exists; pass --overwrite" in err.err and "matmul peak" not in err.out
+  assert out.read_text() == "{}"

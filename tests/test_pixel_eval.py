@@ -97,6 +97,15 @@ def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
   assert cli.run(evaluate.main, evaluate.parser(),
                  ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"]]) == 2
   assert "--readout" in capsys.readouterr().err
+  # Outputs are checked before the run: an existing --json is kept unless --overwrite, and --strip is refused
+  # where it cannot be made.
+  before = open(out_json).read()
+  assert cli.run(evaluate.main, evaluate.parser(),
+                 ["--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--json", out_json]) == 2
+  assert "already exists; pass --overwrite" in capsys.readouterr().err and open(out_json).read() == before
+  assert cli.run(evaluate.main, evaluate.parser(), ["--checkpoint", tiny["bundle"], "--data", tiny["clips"],
+                                                    "--strip", str(tmp_path / "strip.png")]) == 2
+  assert "--strip is for stage 2 on a bundle" in capsys.readouterr().err
 
 
 def test_export_takes_stage_2_over_from_a_bundle(tiny, tmp_path):

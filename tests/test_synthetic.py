@@ -229,3 +229,15 @@ def test_speak_writes_a_watermarked_video_with_provenance(tmp_path):
   assert meta["ai_generated"] == "true" and meta["watermark"] == "on"
   found = watermark.detect(out)
   assert found.found and f"{found.payload:016x}" == meta["watermark_payload"]
+
+
+def test_existing_outputs_are_kept_unless_overwrite_is_given(tmp_path, capsys):
+  sheet, strip_png = tmp_path / "sheet.png", tmp_path / "strip.png"
+  strip_png.write_bytes(b"mine")
+  # Checked before any work: the contact sheet (first in line) is not written either.
+  argv = ["--contact-sheet", str(sheet), "--strip", str(strip_png), "--resolution", "64", "--frames", "4"]
+  assert cli.run(syn.main, syn._parser(), argv) == 2
+  assert "already exists; pass --overwrite" in capsys.readouterr().err
+  assert strip_png.read_bytes() == b"mine" and not sheet.exists()
+  assert cli.run(syn.main, syn._parser(), argv + ["--overwrite"]) == 0
+  assert strip_png.read_bytes()[:4] == b"\x89PNG" and sheet.exists()

@@ -157,6 +157,8 @@ def bench_live(model, portrait, audio, marker, steps) -> dict:
 
 
 def main(args) -> int:
+  if args.json:  # Checked before minutes of timing.
+    media.require_output_path(args.json, (".json",), overwrite=args.overwrite)
   peak = perf.matmul_peak()
   device = jax.devices()[0]
   results = {"device": f"{device.platform}:{device.device_kind}", "cpu_count": os.cpu_count(),
@@ -222,6 +224,7 @@ def parser():
   p.add_argument("--seconds", type=float, default=8.0, help="audio length for the full-clip runs")
   p.add_argument("--steps", type=int, help="DDIM steps (default: each config's)")
   p.add_argument("--json", help="write the results to this JSON file")
+  p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
   return p
 
 

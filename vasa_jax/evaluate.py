@@ -606,6 +606,14 @@ def format_stage2(res: dict) -> str:
 def main(args) -> int:
   if (args.workdir is None) == (args.checkpoint is None):
     raise UserError("give exactly one of --workdir (a training run) or --checkpoint (a bundle)")
+  # Outputs are checked before the (long) evaluation: a bad name fails at once, and an existing file is
+  # only replaced with --overwrite.
+  if args.strip:
+    if args.stage != 2 or not args.checkpoint:
+      raise UserError("--strip is for stage 2 on a bundle: give --stage 2 --checkpoint DIR")
+    media.require_output_path(args.strip, (".png",), overwrite=args.overwrite)
+  if args.json:
+    media.require_output_path(args.json, (".json",), overwrite=args.overwrite)
   if args.stage == 1:
     res = evaluate_stage1(args.workdir, args.data, bundle_dir=args.checkpoint, readout_dir=args.readout,
                           max_clips=args.max_clips, frame_stride=args.frame_stride, motion_from=args.motion_from,
@@ -621,7 +629,6 @@ def main(args) -> int:
                           live_window=args.live_window, identity=args.identity)
     print(format_pixels(res))
     if args.strip:
-      media.require_output_path(args.strip, (".png",))
       media.save_image(args.strip, demo_strip(args.checkpoint, args.data))
       print(f"wrote {args.strip} (rows: truth, self-reenactment from the first frame, generated from the audio)")
   else:
@@ -663,6 +670,8 @@ def parser():
                  help="identity similarity of portrait and generated frames (dlib's face embedding, the identity "
                  "extra; default: when installed; --identity demands it, --no-identity skips it)")
   p.add_argument("--json", help="also write the numbers to this JSON file")
+  p.add_argument("--overwrite", action="store_true", help="replace --json and --strip files that exist "
+                 "(without it, an existing file is an error, checked before anything runs)")
   return p
 
 

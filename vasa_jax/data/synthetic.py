@@ -392,7 +392,8 @@ def _parser():
   p.add_argument("--seed", type=int, default=0, help="corpus seed (audio and clip-level controls)")
   p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="render processes")
   p.add_argument("--clips-per-shard", type=int, default=64, help="clips per ArrayRecord shard")
-  p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out")
+  p.add_argument("--overwrite", action="store_true", help="replace a corpus already in --out, and "
+                 "--contact-sheet, --strip and --video files that exist")
   p.add_argument("--contact-sheet", metavar="PATH", help="write a PNG of 16 identities (a corpus too only if --out is given)")
   p.add_argument("--strip", metavar="PATH", help="write a PNG strip of 10 frames of one clip (identity --identity, audio seed --seed)")
   p.add_argument("--identity", type=int, default=0,
@@ -447,10 +448,13 @@ def main(args) -> int:
   _check(args.frames, args.resolution)
   if not (args.contact_sheet or args.strip or args.out or args.speak):
     raise UserError("nothing to do: give --out DIR, --contact-sheet PATH, --strip PATH or --speak [AUDIO]")
+  # Every output is checked before any work: an existing file is only replaced with --overwrite.
+  for path, suffix in ((args.contact_sheet, ".png"), (args.strip, ".png"), (args.speak and args.video, ".mp4")):
+    if path:
+      media.require_output_path(path, (suffix,), overwrite=args.overwrite)
   for path, make in ((args.contact_sheet, lambda: contact_sheet(args.identity, args.resolution)),
                      (args.strip, lambda: strip(args.identity, args.seed, args.frames, args.resolution))):
     if path:
-      media.require_output_path(path, (".png",))
       media.save_image(path, make())
       print(f"wrote {path}")
   if args.speak:
