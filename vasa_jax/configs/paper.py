@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2000
   c.train.preview_every = 2000
 
+  # VASA-1 conditions on wav2vec2 features. The weights are not shipped: convert a Hugging Face
+  # checkpoint you downloaded (e.g. facebook/wav2vec2-base-960h) with
+  # `python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT` and pass --config.audio.wav2vec2_path=OUT.
+  c.audio.features = "wav2vec2"
   c.audio.dim = 512
   c.audio.hidden = 512
 
