@@ -13,7 +13,7 @@ attention masks (give one clip per row, all rows the same length).
 
 Stage 2 uses it when `audio.features = "wav2vec2"` (`motion.MotionModel`): frozen,
 on the K + W frames of audio of each window, inside the jitted step (`window_features`).
-It loads weights only in our converted format (`save_converted` / `load_converted`):
+Stage 2 reads weights only in our converted format (`save_converted` / `load_converted`):
 
     python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT
 
