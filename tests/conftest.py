@@ -39,8 +39,15 @@ def gcs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-  """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny."""
+def tiny_bundle(tiny_pipeline):
+  """The tiny pipeline's bundle folder."""
+  return tiny_pipeline["bundle"]
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+  """Stage 1 (2 steps) -> motion corpus -> stage 2 (2 steps) -> bundle: the real pipeline, tiny.
+  Returns its folders: clips, run1, motion, run2, bundle."""
   import corpora
   from vasa_jax import cli
   from vasa_jax.train import __main__ as train_main
@@ -59,4 +66,4 @@ def tiny_bundle(tmp_path_factory):
   out = str(root / "bundle")
   digest = export.export(run1, run2, out)
   assert len(digest) == 16
-  return out
+  return {"clips": clips, "run1": run1, "motion": motion, "run2": run2, "bundle": out}

@@ -19,12 +19,18 @@ T_TRAIN = 50
 
 class _FakeModel:
   context = K
+  samples_per_frame = 4
 
-  def __init__(self):
+  def __init__(self, feature_kind="logmel"):
     self.alpha_bar = diffusion.make_schedule("cosine", T_TRAIN)
+    self.feature_kind = feature_kind
     self.seen = {}
 
+  def frozen_params(self):
+    return {"wav2vec2": {"kernel": jnp.float32(3.0)}} if self.feature_kind == "wav2vec2" else {}
+
   def features(self, params, audio_BxS):
+    self.seen.update(audio=audio_BxS, feature_params=params)
     return audio_BxS.reshape(audio_BxS.shape[0], K + W, -1).mean(-1, keepdims=True)
 
   def denoise(self, params, x_t, t, ctx, drop, audio_valid):
@@ -35,14 +41,14 @@ class _FakeModel:
     return {"w": jnp.float32(0.5)}
 
 
-def _task(p_drop=0.0, p_drop_prev=0.0, p_truncate=0.0, mean=1.0, std=2.0, **train):
+def _task(p_drop=0.0, p_drop_prev=0.0, p_truncate=0.0, mean=1.0, std=2.0, features="logmel", **train):
   cfg = config.load("tiny")
   with cfg.unlocked():
     cfg.diffusion.update({"train_steps": T_TRAIN, "p_drop": p_drop, "p_drop_prev": p_drop_prev,
                           "p_truncate": p_truncate})
     cfg.motion_train.update({"lr": 0.1, "warmup": 0, "steps": 10, "weight_decay": 0.0, "ema_decay": 0.5, **train})
   task = stage2.Stage2(cfg, np.full(D, mean), np.full(D, std))
-  task.model = _FakeModel()
+  task.model = _FakeModel(features)
   return task
 
 
@@ -109,6 +115,28 @@ def test_truncation_cuts_the_audio_inside_the_window():
   np.testing.assert_array_equal(valid, np.arange(K + W)[None] < cut)
   # Every row keeps its context and the window's first frame, and loses at least the last frame.
   assert valid[:, :K + 1].all() and not valid[:, -1].any()
+
+
+@pytest.mark.parametrize("features", ["logmel", "wav2vec2"])
+def test_wav2vec2_windows_are_silent_after_the_cut_and_get_the_frozen_weights(features):
+  task, rng = _task(p_truncate=1.0, features=features), jax.random.key(4)
+  state = task.init(jax.random.key(0))
+  batch = _batch()
+  task.loss(state.params, batch, rng, state.stats)
+  seen = task.model.seen
+  valid = np.asarray(seen["valid"])
+  audio, given = np.asarray(seen["audio"]), np.asarray(batch["audio"])
+  heard = np.repeat(valid, 4, axis=1)
+  np.testing.assert_array_equal(audio[heard], given[heard])
+  if features == "wav2vec2":
+    # What live mode's windows hold: silence after the last heard frame; the frozen weights come
+    # from the state's stats, beside (never inside) the trained params.
+    assert (audio[~heard] == 0).all() and (given[~heard] != 0).all()
+    assert float(seen["feature_params"]["wav2vec2"]["kernel"]) == 3.0 and "wav2vec2" not in state.params
+    assert float(state.stats["wav2vec2"]["kernel"]) == 3.0
+  else:
+    np.testing.assert_array_equal(audio, given)          # Log-mel runs see the batch as before.
+    assert "wav2vec2" not in seen["feature_params"] and set(state.stats) == {"mean", "std"}
 
 
 def test_train_step_counts_updates_and_skips_a_non_finite_loss():

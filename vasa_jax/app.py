@@ -452,7 +452,7 @@ def main(args) -> int:
     raise UserError("the app needs the app extra: pip install 'vasa_jax[app]'")
   try:
     cache = compile_cache.enable()
-    model = generate.load_model(args.checkpoint)
+    model = generate.load_model(args.checkpoint, args.wav2vec2_path)
     engine = Engine(model, workdir, max_audio_seconds=args.max_audio_seconds)
     server = build_server(engine)
     if not args.no_warmup:
@@ -470,6 +470,8 @@ def parser():
   p = cli.make_parser("python -m vasa_jax.app", "A web page, HTTP API and live WebSocket for vasa_jax: portrait + "
                       "speech -> talking-face video, or live from a microphone.")
   p.add_argument("--checkpoint", help="inference bundle folder (python -m vasa_jax.train.export); default: the demo")
+  p.add_argument("--wav2vec2-path", metavar="DIR", help="for a model trained on wav2vec2 features: your converted "
+                 "wav2vec2 folder, instead of the path saved in the bundle")
   p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
   p.add_argument("--port", type=int, default=7860, help="port to listen on")
   p.add_argument("--max-audio-seconds", type=float, default=MAX_AUDIO_SECONDS,

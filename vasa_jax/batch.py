@@ -135,7 +135,7 @@ def run(args, cache: str | None) -> int:
   outputs: dict[str, int] = {}
   todo = [(line, job) for line, job in rows if attempt(line, _check, job, line, outputs, args.overwrite)]
   if todo:
-    model = generate.load_model(args.checkpoint)
+    model = generate.load_model(args.checkpoint, args.wav2vec2_path)
 
     def load(job, warn=True):
       return jobs.load(job, sample_rate=model.motion_cfg.media.sample_rate, max_seconds=args.max_audio_seconds,

@@ -71,7 +71,8 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   w, k, spf = warm.window, warm.context, warm.spf
   # Compile both steps (and measure their FLOPs) before any timing.
   wav = jnp.zeros((1, (k + w) * spf))
-  args = (model.motion_params, wav, jnp.zeros((1, k, model.mean.size)), jnp.ones((1, k + w), bool),
+  motion_params = warm.loop.params  # The bundle's, with a frozen wav2vec2 added where the config uses one.
+  args = (motion_params, wav, jnp.zeros((1, k, model.mean.size)), jnp.ones((1, k + w), bool),
           jnp.zeros((1, 2)), jnp.zeros((1,)), jnp.zeros((1, 5)), jnp.zeros((1, 3), bool), jnp.zeros((1,), bool),
           jax.random.key(0))
   # XLA's cost analysis counts a loop body once, so the window is costed as its parts:
@@ -82,7 +83,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   base = jnp.zeros((1, 5), bool)
   guided = jax.jit(lambda p, c, x, t: diffusion.guided_x0(mm.guided_denoiser(p, c, base), x, t, warm.guidance))
   step_flops = perf.flops(guided, model.motion_params, ctx, jnp.zeros((1, w, m)), jnp.zeros((1,), jnp.int32))
-  features_flops = perf.flops(jax.jit(mm.features), model.motion_params, wav)
+  features_flops = perf.flops(jax.jit(mm.features), motion_params, wav)
   window_flops = features_flops + warm.steps * step_flops
   motion = jnp.zeros((warm.decode_batch, warm.portrait_motion.size))  # What the decoder takes: latents.
   times = jnp.arange(warm.decode_batch, dtype=jnp.float32) / warm.fps  # The watermark's frame times.
@@ -93,7 +94,7 @@ def bench_pipeline(config_name: str, peak: float, *, seconds: float, full_clip: 
   t_decode1 = perf.best_time(warm.decode_step, model.face_params, warm.portrait, motion[:1], warm.signs, times[:1],
                          repeats=2, min_time=0.0)
   feats = jax.jit(warm.motion_model.features)
-  t_feats = perf.best_time(feats, model.motion_params, wav, repeats=3, min_time=0.1)
+  t_feats = perf.best_time(feats, motion_params, wav, repeats=3, min_time=0.1)
   size = model.face_cfg.face.image_size
   t_encode = perf.best_time(warm.encode_step, model.face_params, jnp.zeros((1, size, size, 3)), repeats=2, min_time=0.0)
   frame = np.zeros((model.face_cfg.face.image_size,) * 2 + (3,), np.uint8)

@@ -16,6 +16,7 @@ from vasa_jax import bundle as bundle_lib
 from vasa_jax import c2pa_sign, cli, compile_cache, jobs, media, provenance, stream
 from vasa_jax import watermark as watermark_lib
 from vasa_jax.errors import UserError
+from vasa_jax.models import wav2vec2
 
 STEPS_RANGE = (1, 1000)           # DDIM steps, up to the training schedule's 1000
 GUIDANCE_RANGE = (0.0, 10.0)
@@ -48,12 +49,28 @@ def compiling_message(cache: str | None) -> str:
   return f"vasa_jax: compiling the model for this machine ({where}) ..."
 
 
-def load_model(checkpoint: str | None) -> bundle_lib.Bundle:
-  """The bundle at `checkpoint`, or the demo bundle shipped in the package."""
+def load_model(checkpoint: str | None, wav2vec2_path: str | None = None) -> bundle_lib.Bundle:
+  """The bundle at `checkpoint`, or the demo bundle shipped in the package.
+
+  A bundle trained on wav2vec2 features (`audio.features`) names the converted wav2vec2
+  folder it was trained with (`audio.wav2vec2_path`); `wav2vec2_path` (`--wav2vec2-path`)
+  points to the user's own copy instead. The folder is checked here, before any input.
+  """
   if checkpoint is None and not os.path.isdir(bundle_lib.DEMO_BUNDLE):
     raise UserError("no --checkpoint given and the demo checkpoint is not bundled in this version; "
                     "export one with python -m vasa_jax.train.export and pass --checkpoint DIR")
-  return bundle_lib.load(checkpoint or bundle_lib.DEMO_BUNDLE)
+  model = bundle_lib.load(checkpoint or bundle_lib.DEMO_BUNDLE)
+  audio = model.motion_cfg.audio
+  if audio.features != "wav2vec2":
+    if wav2vec2_path:
+      print(f"warning: --wav2vec2-path is not used: this model was trained on {audio.features} features",
+            file=sys.stderr)
+    return model
+  if wav2vec2_path:
+    audio.wav2vec2_path = wav2vec2_path
+  key = "--wav2vec2-path" if wav2vec2_path else "audio.wav2vec2_path (saved in the bundle; override: --wav2vec2-path)"
+  wav2vec2.converted_config(audio.wav2vec2_path, key)
+  return model
 
 
 def make_video(model: bundle_lib.Bundle, job: jobs.Job, inputs: jobs.Inputs, settings, *,

@@ -1,7 +1,8 @@
 """The stage-2 motion model: audio front end + diffusion transformer, for training and sampling.
 
-`MotionModel` wraps the learned audio encoder (over frame-aligned log-mel), the
-motion DiT and the noise schedule behind pure functions of `params`:
+`MotionModel` wraps the audio front end (`audio.features`: frame-aligned log-mel, or a
+frozen wav2vec2), the learned audio encoder, the motion DiT and the noise schedule
+behind pure functions of `params`:
 
   features(params, audio_BxS)                -> per-frame audio embeddings [B, L, A]
   denoise(params, x_t, t, ctx, drop)         -> x0 prediction (one forward pass)
@@ -11,6 +12,16 @@ motion DiT and the noise schedule behind pure functions of `params`:
 `WindowLoop` is the one sliding-window loop (W new frames per window, K frames of
 context): streaming (`stream.py`), `sample_sequence`, evaluation and the benchmark
 all run it, so they generate the same motion for the same seed.
+
+Audio features are computed inside the jitted step from the raw audio of each window
+(K context + W frames), in training and in sampling alike. With wav2vec2 that is the
+point: its transformer is bidirectional, so a frame's feature depends on all the audio
+it is given; giving it exactly the window's audio in both places makes the features the
+model trained on the features it samples with, and streaming (any chunking) equal to
+offline (`WindowLoop` cuts the same windows). Each window needs its own K + W frames of
+audio and nothing beyond (2.4 s at the defaults). The frozen wav2vec2 weights are not
+part of the trained `params` nor of a bundle: `with_frozen(params)` adds them, loaded
+from `audio.wav2vec2_path` (stage-2 training carries them in its state's `stats`).
 
 Motion is normalised per dimension (`(m - mean) / std`) inside the model's world;
 `sample_*` take and return normalised motion, callers (de)normalise with the
@@ -27,11 +38,13 @@ import numpy as np
 
 from vasa_jax import audio as audio_lib
 from vasa_jax import diffusion
-from vasa_jax.models import audio_encoder, motion_dit
+from vasa_jax.errors import UserError
+from vasa_jax.models import audio_encoder, motion_dit, wav2vec2
 
 EMOTION_DIM = 5  # One-hot over the synthetic corpus' EMOTIONS; real labellers map onto it.
 # Guidance scales are given for these conditions, in this order (motion_dit.CONDITIONS).
 GUIDED = ("audio", "gaze", "distance", "emotion", "prev")
+FEATURES = ("logmel", "wav2vec2")  # audio.features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +71,28 @@ class Controls:
 class MotionModel:
   """Stage 2 as pure functions; `cfg` is the whole run config."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, motion_dim: int):
+  def __init__(self, cfg: ml_collections.ConfigDict, motion_dim: int,
+               wav2vec2_cfg: wav2vec2.Wav2Vec2Config | None = None):
+    """`wav2vec2_cfg`: the wav2vec2 architecture, instead of reading it from `audio.wav2vec2_path`
+    (for shape-only uses such as ahead-of-time compiles; `frozen_params` still needs the folder)."""
     self.cfg = cfg
     self.motion_dim = motion_dim
     self.window, self.context = cfg.data.window, cfg.data.context
     self.spec = audio_lib.LogMelSpec(fps=cfg.data.fps, sample_rate=cfg.media.sample_rate,
                                      n_mels=cfg.audio.n_mels, per_frame=cfg.audio.per_frame)
+    self.feature_kind = cfg.audio.get("features", "logmel")
+    if self.feature_kind not in FEATURES:
+      raise UserError(f"config key audio.features is {self.feature_kind!r}; accepted: "
+                      + ", ".join(repr(f) for f in FEATURES))
+    self.w2v_cfg = self.w2v_layer = None
+    if self.feature_kind == "wav2vec2":
+      self.w2v_cfg = wav2vec2_cfg or wav2vec2.converted_config(cfg.audio.wav2vec2_path)
+      self.w2v_per_frame = wav2vec2.check_frame_rate(self.w2v_cfg, cfg.data.fps, cfg.media.sample_rate)
+      layer, top = int(cfg.audio.wav2vec2_layer), self.w2v_cfg.num_hidden_layers
+      if not -1 <= layer <= top:
+        raise UserError(f"config key audio.wav2vec2_layer is {layer}; accepted: -1 (the last hidden state) "
+                        f"or 0..{top} (this wav2vec2 has {top} layers)")
+      self.w2v_layer = None if layer == -1 else layer
     self.audio_enc = audio_encoder.AudioEncoder(cfg.audio.dim, hidden=cfg.audio.hidden,
                                                 num_layers=cfg.audio.layers, lookahead=cfg.audio.lookahead)
     self.dit = motion_dit.MotionDiT(cfg.motion, motion_dim, max_window=self.window)
@@ -73,11 +102,16 @@ class MotionModel:
   def samples_per_frame(self) -> int:
     return self.spec.samples_per_frame
 
+  @property
+  def feature_dim(self) -> int:
+    """Per-frame feature size the audio encoder reads (flattened)."""
+    return self.w2v_cfg.hidden_size if self.w2v_cfg else self.spec.feature_dim
+
   def init(self, rng) -> dict:
+    """The trained parameters (audio encoder and DiT); never the frozen wav2vec2."""
     k_a, k_d = jax.random.split(rng)
     length = self.context + self.window
-    wav = jnp.zeros((1, length * self.samples_per_frame), jnp.float32)
-    feats = audio_lib.logmel_per_frame_jax(wav, self.spec)
+    feats = jnp.zeros((1, length, self.feature_dim), jnp.float32)
     a_params = self.audio_enc.init(k_a, feats)
     emb = self.audio_enc.apply(a_params, feats)
     z = jnp.zeros((1, self.window, self.motion_dim))
@@ -86,10 +120,50 @@ class MotionModel:
                              jnp.zeros((1, len(motion_dit.CONDITIONS)), bool))
     return {"audio": a_params, "dit": d_params}
 
+  def frozen_params(self) -> dict:
+    """The frozen front end's weights: `{"wav2vec2": params}` loaded from `audio.wav2vec2_path`
+    (once per model), or `{}` for log-mel."""
+    if self.feature_kind != "wav2vec2":
+      return {}
+    if "_frozen" not in self.__dict__:
+      w2v_cfg, params = wav2vec2.load_converted(self.cfg.audio.wav2vec2_path)
+      if w2v_cfg != self.w2v_cfg:
+        raise UserError(f"config key audio.wav2vec2_path={self.cfg.audio.wav2vec2_path!r} holds another "
+                        "wav2vec2 architecture than this model was built for")
+      self._frozen = {"wav2vec2": params}
+    return self._frozen
+
+  def frozen_shapes(self) -> dict:
+    """Shapes of `frozen_params()` without reading the weights (ahead-of-time compiles)."""
+    if self.feature_kind != "wav2vec2":
+      return {}
+    module = wav2vec2.Wav2Vec2(self.w2v_cfg)
+    x = jnp.zeros((1, self.w2v_cfg.receptive_field))
+    return {"wav2vec2": jax.eval_shape(lambda: module.init(jax.random.key(0), x))}
+
+  def with_frozen(self, params) -> dict:
+    """`params` (a bundle's or a run's trained weights) with the frozen wav2vec2 added, checked
+    against the audio encoder they were trained with; `params` as they are for log-mel."""
+    if self.feature_kind != "wav2vec2" or "wav2vec2" in params:
+      return params
+    want = int(params["audio"]["params"]["in_proj"]["kernel"].shape[0])
+    if want != self.feature_dim:
+      raise UserError(f"config key audio.wav2vec2_path={self.cfg.audio.wav2vec2_path!r} gives "
+                      f"{self.feature_dim}-d features but this model's audio encoder was trained on {want}-d "
+                      "ones; give the wav2vec2 it was trained with")
+    return {**params, **self.frozen_params()}
+
   def features(self, params, audio_BxS, left_context_BxC=None):
-    """Raw 16 kHz audio covering L whole frames -> [B, L, audio.dim]."""
-    mel = audio_lib.logmel_per_frame_jax(audio_BxS, self.spec, left_context_BxC)
-    return self.audio_enc.apply(params["audio"], mel)
+    """Raw 16 kHz audio covering L whole frames -> [B, L, audio.dim]. With wav2vec2, `params`
+    must hold the frozen weights (`with_frozen`); each row is one window, seen on its own."""
+    if self.feature_kind == "wav2vec2":
+      if left_context_BxC is not None:
+        raise ValueError("wav2vec2 features take no left context: each window is computed on its own")
+      frozen = jax.lax.stop_gradient(params["wav2vec2"])
+      feats = wav2vec2.window_features(self.w2v_cfg, frozen, audio_BxS, self.w2v_per_frame, self.w2v_layer)
+    else:
+      feats = audio_lib.logmel_per_frame_jax(audio_BxS, self.spec, left_context_BxC)
+    return self.audio_enc.apply(params["audio"], feats)
 
   def denoise(self, params, x_t, t_B, ctx: dict, drop_BxC, audio_valid_BxL=None):
     return self.dit.apply(params["dit"], x_t, t_B, ctx["prev"], ctx["audio"], ctx["gaze"], ctx["distance"],
@@ -216,7 +290,7 @@ class WindowLoop:
     `live_window`: frames per live window (default: the training window W). Live windows only
     keep their first few, heard frames; a shorter window denoises fewer frames of null audio after
     them, which is most of a live step's cost."""
-    self.model, self.params = model, params
+    self.model, self.params = model, model.with_frozen(params)
     k, self.spf = model.context, model.samples_per_frame
     self.controls = [jnp.asarray(a) for a in controls.arrays(1)]
     self.live = live

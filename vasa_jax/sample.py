@@ -43,7 +43,7 @@ def run(args, cache: str | None = None) -> str:
   generate.check_settings(args)
   job = job_from_args(args)
   jobs.check(job, overwrite=args.overwrite)
-  model = generate.load_model(args.checkpoint)
+  model = generate.load_model(args.checkpoint, args.wav2vec2_path)
   inputs = jobs.load(job, sample_rate=model.motion_cfg.media.sample_rate, max_seconds=args.max_audio_seconds,
                      crop=args.crop, face_index=args.face_index)
   return generate.make_video(model, job, inputs, args, compiling=generate.compiling_message(cache))
@@ -79,6 +79,9 @@ def parser():
   p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists (without it, "
                  "an existing file is an error and nothing is written)")
   p.add_argument("--checkpoint", help="inference bundle folder (python -m vasa_jax.train.export); default: the demo")
+  p.add_argument("--wav2vec2-path", metavar="DIR", help="for a model trained on wav2vec2 features: your converted "
+                 "wav2vec2 folder (python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT), instead of the "
+                 "path saved in the bundle")
   theta, phi = jobs.GAZE_THETA_DEG, jobs.GAZE_PHI_DEG
   p.add_argument("--gaze", nargs=2, type=float, metavar=("THETA", "PHI"),
                  help=f"main gaze direction in degrees, theta {theta[0]:g}..{theta[1]:g} (> 0: to the viewer's "

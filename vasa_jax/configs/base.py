@@ -114,6 +114,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.async_checkpoints = True  # files are written while the next steps train
   # Stage 2: audio front end (audio.py, models/audio_encoder.py).
   c.audio = ml_collections.ConfigDict()
+  # "logmel": log-mel from audio.py (n_mels, per_frame below). "wav2vec2": a frozen wav2vec2 run on each
+  # window's K + W frames of audio, 2 of its 50 Hz frames averaged per video frame (motion.MotionModel);
+  # its weights come from wav2vec2_path, a folder converted by
+  # `python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT` (not shipped: the user supplies them).
+  c.audio.features = "logmel"
+  c.audio.wav2vec2_path = ""
+  c.audio.wav2vec2_layer = -1  # which hidden state: -1 the last (last_hidden_state), 0 the encoder input, i layer i
   c.audio.n_mels = 80
   c.audio.per_frame = 4        # mel frames per video frame (hop 160 at 16 kHz, 25 fps)
   c.audio.dim = 128             # audio embedding per video frame

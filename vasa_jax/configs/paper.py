@@ -5,6 +5,10 @@ Check: python -m vasa_jax.train.aot --config configs/paper.py --devices 8
        compiles the real train step for 8 data-parallel devices on a CPU and prints FLOPs and memory.
 Run:   python -m vasa_jax.train --config configs/paper.py --data data/syn512 --workdir gs://bucket/runs/paper
        (launch/tpu_pod.sh runs it on every worker of a pod slice).
+Stage 2 conditions on wav2vec2 features, whose weights you supply (README, "Stage 2 on wav2vec2 features"):
+       python -m vasa_jax.models.wav2vec2 --convert HF_DIR w2v/base
+       python -m vasa_jax.train --stage 2 --config configs/paper.py --data MOTION --workdir RUN2 \
+           --config.audio.wav2vec2_path=w2v/base
 Expect: ~400 GFLOP per rendered 512x512 frame (under half of LivePortrait's 1,234).
 """
 
@@ -50,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 2000
   c.train.preview_every = 2000
 
+  # VASA-1 conditions on wav2vec2 features. The weights are not shipped: convert a Hugging Face
+  # checkpoint you downloaded (e.g. facebook/wav2vec2-base-960h) with
+  # `python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT` and pass --config.audio.wav2vec2_path=OUT.
+  c.audio.features = "wav2vec2"
   c.audio.dim = 512
   c.audio.hidden = 512
 

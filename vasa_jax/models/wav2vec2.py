@@ -11,22 +11,31 @@ names follow the PyTorch module names so the converter is a name-for-name copy.
 Not ported: SpecAugment masking and dropout (training only), adapters, padding
 attention masks (give one clip per row, all rows the same length).
 
-Where it is meant to go: no config selects it yet, so only its parity test runs it.
-It is the alternative audio front end to the log-mel features of `audio.py`: an
-`audio.frontend` config key choosing between them in `motion.MotionModel.features`
-(frozen wav2vec2 features into `models/audio_encoder.py`), which issue 15 (scale)
-wires in together with the corpus-side feature cache.
+Stage 2 uses it when `audio.features = "wav2vec2"` (`motion.MotionModel`): frozen,
+on the K + W frames of audio of each window, inside the jitted step (`window_features`).
+Stage 2 reads weights only in our converted format (`save_converted` / `load_converted`):
+
+    python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT
+
+turns a Hugging Face wav2vec2 folder that the user downloaded (config.json and
+model.safetensors, or pytorch_model.bin with torch installed) into OUT/wav2vec2.json
+(the architecture, where it came from, a digest) and OUT/wav2vec2.msgpack (Flax
+params, float32). No pretrained weights ship with vasa_jax.
 """
 
+import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
 import re
+import sys
 from typing import Any, Sequence
 
 import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -390,42 +399,173 @@ def load_wav2vec2(local_dir: str):
 
 # ------------------------------------------------------ video-frame alignment
 
+def check_frame_rate(cfg: Wav2Vec2Config, fps: int, sample_rate: int) -> int:
+  """wav2vec2 frames per video frame (2 for the standard models at 16 kHz, 25 fps)."""
+  spf = sample_rate / fps
+  if spf != int(spf) or int(spf) % cfg.total_stride:
+    raise UserError(f"{sample_rate} Hz at {fps} fps is {spf:g} samples per frame, "
+                    f"not a multiple of the wav2vec2 stride {cfg.total_stride}")
+  return int(spf) // cfg.total_stride
+
+
+def window_features(cfg: Wav2Vec2Config, params, audio_BxS: jax.Array, per_frame: int,
+                    layer: int | None = None) -> jax.Array:
+  """Per-video-frame features `[B, S // (per_frame * stride), D]` of whole-frame audio rows (traceable).
+
+  Each row is one clip or window on its own: with `do_normalize` it is scaled to
+  zero mean and unit variance over its samples (Hugging Face's feature extractor
+  does this per clip), then zero-padded on the right by `receptive_field -
+  stride` samples so the extractor yields exactly `per_frame` wav2vec2 frames
+  per video frame, each starting inside it; their mean is the frame's feature.
+  The transformer is bidirectional, so every frame's feature depends on the whole
+  row. `layer` picks a hidden state (0 = encoder input), default (None) the last.
+  """
+  x = audio_BxS.astype(jnp.float32)
+  if cfg.do_normalize:
+    mean = x.mean(-1, keepdims=True)
+    x = (x - mean) / jnp.sqrt(jnp.mean((x - mean) ** 2, -1, keepdims=True) + 1e-7)
+  x = jnp.pad(x, ((0, 0), (0, cfg.receptive_field - cfg.total_stride)))
+  last, hidden = Wav2Vec2(cfg).apply(params, x, output_hidden_states=True)
+  h_BxNxD = last if layer is None else hidden[layer]
+  b, n, d = h_BxNxD.shape
+  return h_BxNxD[:, :n // per_frame * per_frame].reshape(b, n // per_frame, per_frame, d).mean(axis=2)
+
+
 def wav2vec2_per_frame(module: Wav2Vec2, params, audio: np.ndarray, fps: int = 25,
                        sample_rate: int = 16000, layer: int | None = None) -> jax.Array:
-  """wav2vec2 features `[T, D]` for video frames, T = ceil(len / (sample_rate / fps)).
+  """wav2vec2 features `[T, D]` of a whole clip, T = ceil(len / (sample_rate / fps)).
 
-  wav2vec2 frame n's receptive field starts at sample n * stride (stride 320 =
-  20 ms at 16 kHz). The clip is zero-padded on the right to T whole video frames
-  plus (receptive_field - stride) samples, so the extractor yields exactly
-  `samples_per_frame / stride` frames (2 at 25 fps) starting inside each video
-  frame; their mean is the video frame's feature. Frame t's conv features see
-  samples [t*640, (t+1)*640 + 80) for the standard models; the transformer is
-  bidirectional over the whole clip, so these features are offline, not
-  streaming. `layer` picks a hidden state (0 = encoder input), default the last.
-  With `do_normalize` the clip is scaled to zero mean and unit variance first,
-  as Hugging Face's feature extractor does.
+  The clip, zero-padded on the right to T whole video frames, is one row of
+  `window_features` (normalised over its own samples first). Frame t's conv
+  features see samples [t*640, (t+1)*640 + 80) for the standard models; the
+  transformer sees the whole clip, so these are offline features, not streaming
+  ones (stage 2 computes them per window instead: `motion.MotionModel`).
   """
   cfg = module.cfg
   audio = np.asarray(audio, np.float32)
   if audio.ndim != 1 or audio.size == 0:
     raise UserError(f"wav2vec2 features need non-empty mono audio [samples]; got shape {audio.shape}")
-  spf = sample_rate / fps
-  if spf != int(spf) or int(spf) % cfg.total_stride:
-    raise UserError(f"{sample_rate} Hz at {fps} fps is {spf} samples per frame, "
-                    f"not a multiple of the wav2vec2 stride {cfg.total_stride}")
-  spf = int(spf)
-  if cfg.do_normalize:
+  per = check_frame_rate(cfg, fps, sample_rate)
+  if cfg.do_normalize:  # Over the clip's own samples, not the padding.
     audio = (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
-  t = -(-audio.size // spf)
-  padded = np.zeros(t * spf + cfg.receptive_field - cfg.total_stride, np.float32)
+  spf = per * cfg.total_stride
+  padded = np.zeros(-(-audio.size // spf) * spf, np.float32)
   padded[:audio.size] = audio
-  return _pooled_hidden(cfg, params, jnp.asarray(padded)[None], spf // cfg.total_stride, layer)[0]
+  return _pooled_hidden(dataclasses.replace(cfg, do_normalize=False), params, jnp.asarray(padded)[None],
+                        per, layer)[0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _pooled_hidden(cfg: Wav2Vec2Config, params, audio_BxL: jax.Array, per: int, layer: int | None) -> jax.Array:
-  """Mean of each run of `per` consecutive wav2vec2 frames: `[B, N // per, D]`."""
-  last, hidden = Wav2Vec2(cfg).apply(params, audio_BxL, output_hidden_states=True)
-  h_BxNxD = last if layer is None else hidden[layer]
-  b, n, d = h_BxNxD.shape
-  return h_BxNxD[:, :n // per * per].reshape(b, n // per, per, d).mean(axis=2)
+  return window_features(cfg, params, audio_BxL, per, layer)
+
+
+# ------------------------------------------------- our converted format
+
+CONVERTED_JSON = "wav2vec2.json"
+CONVERTED_PARAMS = "wav2vec2.msgpack"
+CONVERTED_FORMAT = "vasa_jax.wav2vec2"
+CONVERT_COMMAND = "python -m vasa_jax.models.wav2vec2 --convert HF_DIR OUT"
+
+
+def params_digest(params) -> str:
+  """A short content hash of the weights (names, shapes and values)."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    a = np.ascontiguousarray(np.asarray(leaf, np.float32))
+    h.update(jax.tree_util.keystr(path).encode() + str(a.shape).encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
+
+
+def save_converted(out_dir: str, cfg: Wav2Vec2Config, params, source: str = "") -> str:
+  """Writes OUT/wav2vec2.json and OUT/wav2vec2.msgpack; returns the weights' digest."""
+  os.makedirs(out_dir, exist_ok=True)
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  digest = params_digest(params)
+  with open(os.path.join(out_dir, CONVERTED_PARAMS), "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(params))
+  meta = {"format": CONVERTED_FORMAT, "version": 1, "config": dataclasses.asdict(cfg), "source": source,
+          "digest": digest}
+  with open(os.path.join(out_dir, CONVERTED_JSON), "w") as f:
+    json.dump(meta, f, indent=1)
+  return digest
+
+
+def _accepted(key: str) -> str:
+  return (f"{key} accepts a folder written by {CONVERT_COMMAND} ({CONVERTED_JSON} + {CONVERTED_PARAMS}; "
+          "pretrained weights are not shipped: download a Hugging Face wav2vec2 checkpoint yourself)")
+
+
+def converted_config(path: str, key: str = "audio.wav2vec2_path") -> Wav2Vec2Config:
+  """The architecture of a converted folder; a one-line `UserError` naming `key` if it is not one."""
+  if not path:
+    raise UserError(f"{key} is empty; {_accepted(key)}")
+  meta_path = os.path.join(path, CONVERTED_JSON)
+  if not os.path.isdir(path):
+    raise UserError(f"{key}={path!r} does not exist; {_accepted(key)}")
+  if not os.path.isfile(meta_path):
+    hf = os.path.isfile(os.path.join(path, "config.json"))
+    what = "a Hugging Face folder, not a converted one" if hf else f"a folder without {CONVERTED_JSON}"
+    raise UserError(f"{key}={path!r} is {what}; {_accepted(key)}")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    if meta.get("format") != CONVERTED_FORMAT:
+      raise ValueError(f"format {meta.get('format')!r}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+    return Wav2Vec2Config(**fields)
+  except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+    raise UserError(f"{key}={path!r}: {CONVERTED_JSON} is not readable ({type(e).__name__}: {e}); "
+                    f"{_accepted(key)}") from None
+
+
+def load_converted(path: str, key: str = "audio.wav2vec2_path") -> tuple[Wav2Vec2Config, Any]:
+  """(architecture, Flax params) of a converted folder, checked against the architecture."""
+  cfg = converted_config(path, key)
+  params_path = os.path.join(path, CONVERTED_PARAMS)
+  if not os.path.isfile(params_path):
+    raise UserError(f"{key}={path!r} has no {CONVERTED_PARAMS}; {_accepted(key)}")
+  with open(params_path, "rb") as f:
+    data = f.read()
+  try:
+    params = flax.serialization.msgpack_restore(data)
+  except Exception as e:  # msgpack raises several types for damaged bytes.
+    raise UserError(f"{key}={path!r}: {CONVERTED_PARAMS} is damaged ({type(e).__name__}); {_accepted(key)}") from None
+  want = jax.eval_shape(lambda: Wav2Vec2(cfg).init(jax.random.key(0), jnp.zeros((1, cfg.receptive_field))))
+  flat = lambda t: {jax.tree_util.keystr(k): tuple(np.shape(v))  # noqa: E731
+                    for k, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+  got_shapes, want_shapes = flat(params), flat(want)
+  if got_shapes != want_shapes:
+    bad = sorted(set(got_shapes.items()) ^ set(want_shapes.items()))[0][0]
+    raise UserError(f"{key}={path!r}: {CONVERTED_PARAMS} does not match the architecture in {CONVERTED_JSON} "
+                    f"(first difference at {bad}); convert again with {CONVERT_COMMAND}")
+  return cfg, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+
+
+def convert(hf_dir: str, out_dir: str) -> str:
+  """A Hugging Face wav2vec2 folder -> our converted folder; returns the weights' digest."""
+  module, params = load_wav2vec2(hf_dir)
+  return save_converted(out_dir, module.cfg, params, source=os.path.abspath(hf_dir))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(
+      prog="python -m vasa_jax.models.wav2vec2",
+      description="Convert a Hugging Face wav2vec2 checkpoint folder you downloaded (config.json + "
+                  "model.safetensors, or pytorch_model.bin with torch installed) to the folder that "
+                  "audio.wav2vec2_path names. Nothing is downloaded.")
+  p.add_argument("--convert", nargs=2, metavar=("HF_DIR", "OUT"), required=True)
+  args = p.parse_args(argv)
+  try:
+    digest = convert(*args.convert)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  cfg = converted_config(args.convert[1], "OUT")
+  print(f"wrote {args.convert[1]}: wav2vec2 {cfg.num_hidden_layers} layers x {cfg.hidden_size}, digest {digest}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

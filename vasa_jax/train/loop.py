@@ -35,7 +35,10 @@ class Task(Protocol):
   """What the loop trains: pure functions of the state, plus the host-side batch conversion."""
 
   def init(self, rng: jax.Array) -> Any:
-    """A fresh train state (a pytree with `step` and `ema`), jitted into its shardings by the loop."""
+    """A fresh train state (a pytree with `step` and `ema`), jitted into its shardings by the loop.
+
+    A task whose state holds host data that must not become compiled constants (stage 2's
+    frozen wav2vec2) also defines `init_inputs() -> tuple`: the loop calls `init(rng, *inputs)`."""
 
   def train_step(self, state: Any, batch: dict, rng: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
     """One update; metrics include `finite` (0 when the update was skipped for a NaN/Inf loss)."""
@@ -131,7 +134,8 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   repl = mesh_lib.replicated(mesh)
 
   # Born sharded: shapes first, then init (or restore) directly into its shardings.
-  abstract, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
+  inputs = task.init_inputs() if hasattr(task, "init_inputs") else ()
+  abstract, state_shardings = state_lib.sharded_abstract(lambda r: task.init(r, *inputs), rng, repl)
   base = None
   if t.get("init_from") and not (workdir / "checkpoints").is_dir():
     base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.
@@ -145,7 +149,7 @@ def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
     state = jax.jit(task.warm_start, out_shardings=state_shardings)(base, rng)
     start = 0
   else:
-    state = jax.jit(task.init, out_shardings=state_shardings)(rng)
+    state = jax.jit(task.init, out_shardings=state_shardings)(rng, *inputs)
     start = 0
   last = t.steps if num_steps is None else min(t.steps, start + num_steps)
   config_dict = json.loads(cfg.to_json())

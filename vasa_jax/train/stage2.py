@@ -8,6 +8,15 @@ window (motion and audio together) with `p_drop_prev`, and with `p_truncate` the
 audio stops at a random frame inside the window (the end of a clip in streaming).
 Clip starts are padded the way inference starts: frame 0's motion repeated, with
 silence as its audio.
+
+With `audio.features = "wav2vec2"` the frozen wav2vec2 runs inside the step on each
+window's audio, as the sampler runs it (`motion.MotionModel`). Its weights are read
+once from `audio.wav2vec2_path` and carried in the state's `stats` (never in `params`,
+the optimiser or the EMA), so resuming and ahead-of-time compiles see them like any
+other array; they add their size (about 380 MB for a base model) to each checkpoint and
+nothing to an exported bundle. A truncated window (`p_truncate`) also has its audio
+after the cut silenced: live mode computes a window's features with the audio not yet
+heard as zeros, and wav2vec2's features of the heard frames depend on it.
 """
 
 from typing import Any
@@ -21,7 +30,7 @@ import optax
 
 from vasa_jax import diffusion
 from vasa_jax.data import records
-from vasa_jax.models import motion_dit
+from vasa_jax.models import motion_dit, wav2vec2
 from vasa_jax.motion import EMOTION_DIM, MotionModel
 from vasa_jax.train import state as state_lib
 
@@ -34,26 +43,42 @@ class State:
   params: Any
   opt: Any
   ema: Any
-  stats: dict[str, jax.Array]   # motion normalisation: {"mean": [M], "std": [M]}
+  # Never trained: motion normalisation {"mean": [M], "std": [M]}, and {"wav2vec2": frozen weights}
+  # when audio.features is "wav2vec2" (absent otherwise, so log-mel runs keep their old layout).
+  stats: dict[str, Any]
 
 
 class Stage2:
   """Holds the model and optimiser; methods are pure functions of their arguments."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, mean: np.ndarray, std: np.ndarray):
+  def __init__(self, cfg: ml_collections.ConfigDict, mean: np.ndarray, std: np.ndarray, *,
+               wav2vec2_cfg: wav2vec2.Wav2Vec2Config | None = None):
+    """`wav2vec2_cfg`: for shape-only uses (ahead-of-time compiles with `init_input_shapes`), the
+    wav2vec2 architecture instead of the one in `audio.wav2vec2_path`."""
     self.cfg = cfg
     self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    self.model = MotionModel(cfg, motion_dim=self.mean.size)
+    self.model = MotionModel(cfg, motion_dim=self.mean.size, wav2vec2_cfg=wav2vec2_cfg)
     t = cfg.motion_train
     # Learning rate per step: linear warm-up from 0, then cosine down to a tenth by the last step.
     self.schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, t.warmup, max(t.steps, t.warmup + 1), t.lr * 0.1)
     self.tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
                           optax.adamw(self.schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay))
 
-  def init(self, rng) -> State:
+  def init_inputs(self) -> tuple:
+    """Host arrays `init` takes after `rng` (the loop passes them as arguments, so a frozen
+    wav2vec2 is never baked into a compiled program as a constant)."""
+    return (self.model.frozen_params(),)
+
+  def init_input_shapes(self) -> tuple:
+    """Their shapes, for ahead-of-time compiles without the weights."""
+    return (self.model.frozen_shapes(),)
+
+  def init(self, rng, frozen=None) -> State:
+    """`frozen`: `init_inputs()[0]` (None: read them here, for callers that do not jit)."""
+    frozen = self.model.frozen_params() if frozen is None else frozen
     params = self.model.init(rng)
     return State(step=jnp.zeros((), jnp.int32), params=params, opt=self.tx.init(params), ema=params,
-                 stats={"mean": jnp.asarray(self.mean), "std": jnp.asarray(self.std)})
+                 stats={"mean": jnp.asarray(self.mean), "std": jnp.asarray(self.std), **frozen})
 
   def loss(self, params, batch, rng, stats):
     d = self.cfg.diffusion
@@ -62,7 +87,6 @@ class Stage2:
     k_t, k_noise, k_drop, k_prev, k_trunc, k_cut = jax.random.split(rng, 6)
     motion = (batch["motion"] - stats["mean"]) / stats["std"]
     prev, x0 = motion[:, :k], motion[:, k:]
-    feats = self.model.features(params, batch["audio"])
     t = jax.random.randint(k_t, (b,), 0, d.train_steps)
     noise = jax.random.normal(k_noise, x0.shape)
     x_t = diffusion.q_sample(x0, t, noise, self.model.alpha_bar)
@@ -75,6 +99,12 @@ class Stage2:
     cut = jax.random.randint(k_cut, (b, 1), k + 1, length)
     truncate = jax.random.bernoulli(k_trunc, d.p_truncate, (b, 1))
     audio_valid = ~truncate | (jnp.arange(length)[None] < cut)
+    audio, feature_params = batch["audio"], params
+    if self.model.feature_kind == "wav2vec2":
+      # As live mode sees a window: silence after the cut (log-mel runs keep their old batches).
+      audio = jnp.where(jnp.repeat(audio_valid, self.model.samples_per_frame, axis=1), audio, 0.0)
+      feature_params = {**params, "wav2vec2": stats["wav2vec2"]}
+    feats = self.model.features(feature_params, audio)
     ctx = {"prev": prev, "audio": feats, "gaze": batch["gaze"], "distance": batch["distance"],
            "emotion": batch["emotion"]}
     pred = self.model.denoise(params, x_t, t, ctx, drop, audio_valid)
