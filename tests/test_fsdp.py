@@ -60,9 +60,15 @@ for fsdp in (1, 2):
   losses = []
   state = loop.run(task, cfg, f"{sys.argv[1]}/run{fsdp}", dataset,
                    on_log=lambda step, m: losses.append(m["loss/gen"]))
-  specs = [tuple(s) for s in jax.tree.leaves(jax.tree.map(lambda a: a.sharding.spec, state.params))]
+  params = jax.tree.leaves(state.params)
+  split = [a for a in params if "fsdp" in tuple(a.sharding.spec)]
   opt_specs = [tuple(s) for s in jax.tree.leaves(jax.tree.map(lambda a: a.sharding.spec, state.opt))]
-  out[fsdp] = {"losses": losses, "sharded": sum("fsdp" in s for s in specs), "arrays": len(specs),
+  # A split array holds 1/fsdp of itself on each device.
+  shard_rows = [a.addressable_shards[0].data.shape[a.sharding.spec.index("fsdp")] * fsdp
+                == a.shape[a.sharding.spec.index("fsdp")] for a in split]
+  out[fsdp] = {"losses": losses, "sharded": len(split), "arrays": len(params),
+               "sharded_bytes": sum(a.nbytes for a in split) / sum(a.nbytes for a in params),
+               "shards_are_slices": all(shard_rows),
                "opt_sharded": sum("fsdp" in s for s in opt_specs),
                "mesh": dict(jax.tree.leaves(state.params)[0].sharding.mesh.shape)}
 print("RESULT " + json.dumps(out))
@@ -80,8 +86,10 @@ def test_fsdp_sharded_tiny_run_matches_replicated_on_four_fake_devices(tmp_path)
   rep, fsdp = out["1"], out["2"]
   assert rep["mesh"] == {"data": 4, "fsdp": 1} and fsdp["mesh"] == {"data": 2, "fsdp": 2}
   assert rep["sharded"] == 0 and rep["opt_sharded"] == 0
-  # Really sharded: most weight arrays and their Adam moments are split over the fsdp axis.
-  assert fsdp["sharded"] > fsdp["arrays"] // 2 and fsdp["opt_sharded"] >= 2 * fsdp["sharded"]
+  # Really sharded: most of the weights' bytes, and their Adam moments, are split over the fsdp axis
+  # (biases and norms, below fsdp_min_params, stay replicated), each device holding half of each.
+  assert fsdp["sharded"] > 0 and fsdp["sharded_bytes"] > 0.5 and fsdp["shards_are_slices"], fsdp
+  assert fsdp["opt_sharded"] >= 2 * fsdp["sharded"]
   assert len(rep["losses"]) == len(fsdp["losses"]) == 2
   # The same training, partitioned differently: float32 rounding apart.
   for a, b in zip(rep["losses"], fsdp["losses"]):

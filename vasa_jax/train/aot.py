@@ -138,6 +138,7 @@ class Target:
   lower: object
   state: object = None     # (abstract state, shardings) of a train step, for the sharding line
   run: object = None       # (compiled, per_chip_batch) -> one real call's metrics (fake CPU devices)
+  note: str = ""           # how to read its GFLOP
 
 
 def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
@@ -235,7 +236,9 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
               sds((b,)), sds((b, EMOTION_DIM)), sds((b, 3), jnp.bool_), sds((b,), jnp.bool_), rng_in)
 
     targets.append(Target(f"sampler window step ({d.sample_steps} DDIM steps, W={w})", "streams", 1,
-                          lambda b: window_step.lower(*window_args(b * n))))
+                          lambda b: window_step.lower(*window_args(b * n)),
+                          note=f"XLA counts the DDIM loop's body once: the GFLOP are the audio features plus one "
+                               f"guided denoising pass; a window runs {d.sample_steps} such passes"))
     marker = watermark.Watermarker(watermark.make_payload("aot", 0))
     _, _, decode = stream._compiled(cfg.to_json(), cfg.to_json(), int(m), (marker.strength,), False)
     face_params = as_repl(jax.eval_shape(face.init, rng))
@@ -364,6 +367,8 @@ def main(args) -> int:
     else:
       mem = memory(compiled)
       print(f"{head}: compiled in {seconds:.1f} s; {gflop(compiled):.2f} GFLOP per step per chip", flush=True)
+      if target.note:
+        print(f"  ({target.note})", flush=True)
       if mem is not None:
         print(f"  memory per chip: arguments {_gib(mem['arguments'])}, temporaries {_gib(mem['temporaries'])}, "
               f"outputs {_gib(mem['outputs'])} ({_gib(mem['aliased'])} of them donated arguments), "
