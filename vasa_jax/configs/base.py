@@ -13,6 +13,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.name = "base"
   c.seed = 0
 
+  # Device mesh of both stages' training (train/mesh.py; `aot` compiles with the same rules). Batches
+  # split over every device; parameters, optimizer state and EMA over the `fsdp` axis: an array of at
+  # least `fsdp_min_params` elements along its largest dimension that axis divides, smaller ones
+  # replicated. fsdp = 1: every chip holds the whole state (data parallel); -1: split over all devices.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1
+  c.mesh.fsdp_min_params = 65536   # 256 KiB of float32: smaller arrays cost more to gather than to keep
+
   # Input limits of `python -m vasa_jax.media` (sample takes them as flags); sample_rate also sets
   # the audio features' rate (motion.py).
   c.media = ml_collections.ConfigDict()

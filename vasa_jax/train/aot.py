@@ -1,15 +1,48 @@
-"""`python -m vasa_jax.train.aot`: compile the real train step ahead of time on a CPU.
+"""`python -m vasa_jax.train.aot`: compile the real steps ahead of time, for TPUs or fake CPU devices.
 
-Fakes N CPU devices (`--xla_force_host_platform_device_count`), builds the state and
-batch shapes of a config with their shardings, and lowers + compiles the jitted
-step for that topology without allocating the model: sharding mistakes and
-oversized graphs show up here, on a laptop, before a pod is booked. `--run`
-then materialises random weights and one random batch and runs the step once.
+    python -m vasa_jax.train.aot --config paper --topology v5e:4x4     # 16 TPU v5e chips, no TPU needed
+    python -m vasa_jax.train.aot --config paper --devices 8 --run      # 8 fake CPU devices, then run
+
+Builds the state and batch shapes of a config with their shardings (the mesh and the
+state's sharding rule of `train/mesh.py`, which the train loop uses too) and lowers
+and compiles, without allocating the model:
+  stage 1         the face latent space's train step (`train/stage1.py`), batch: examples
+  stage 2         the motion diffusion's train step (`train/stage2.py`), batch: windows
+  sampler window  the streaming sampler's window step (W frames of motion; batch: streams)
+  sampler decode  the streaming sampler's decode step (one portrait; batch: frames per call)
+The sampler keeps its weights replicated and splits its batch over every chip.
+
+`--topology` compiles for a TPU slice described by libtpu (`jax.experimental.topologies`:
+compile-only devices, no TPU attached; `pip install 'vasa_jax[tpu]'`) and reports what the
+TPU compiler assigns per chip: memory (arguments, temporaries, outputs; total = arguments
++ outputs - aliased (donated) + temporaries), GFLOP per step (XLA's cost analysis of the
+partitioned program, per chip), the sharding, and the largest batch per chip whose step
+fits the chip's HBM (`--fit`, default with a topology). That search compiles at the
+config's batch per chip b and at 2b, fits a line to the two totals (memory grows about
+linearly with the batch), compiles at the batch the line predicts and then one above
+(or below), and repeats until a fitting batch and the batch one above it that does
+not fit are both known (usually 4 compiles; at most `--max-compiles`).
+
+Without `--topology`, fakes N CPU devices (`--xla_force_host_platform_device_count`):
+sharding mistakes and oversized graphs show up on a laptop; `--run` then runs each
+train step once on random weights and data.
 """
 
+import dataclasses
+import importlib.util
+import math
 import os
+import re
 import sys
 import time
+
+STAGES = ("1", "2", "sampler")
+# HBM per chip, GiB, by TPU generation; the part XLA may use is a little less.
+HBM_GIB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
+# Slice names (as Cloud TPU sells them) -> topology. v4/v5p slices count TensorCores, two per chip.
+_SHAPES_2D = {4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
+_SHAPES_3D = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8"}
+_ACCEL = {"v4": "v4", "v5e": "v5litepod", "v5p": "v5p", "v6e": "v6e"}
 
 
 def _force_devices(argv: list[str]) -> None:
@@ -23,88 +56,386 @@ def _force_devices(argv: list[str]) -> None:
   if count is not None and "jax" not in sys.modules:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count={count}").strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  # The host's own devices stay CPU: with libtpu installed JAX would otherwise try (and fail) to
+  # start a TPU backend, noisily. `--topology` loads the TPU compiler by itself.
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  generation: str   # v4, v5e, v5p, v6e
+  name: str         # what libtpu takes, e.g. v5e:4x4
+  chips: int
+
+  @property
+  def hbm_bytes(self) -> int:
+    return HBM_GIB[self.generation] * 2**30
+
+  @property
+  def label(self) -> str:
+    cores = self.chips * (2 if self.generation in ("v4", "v5p") else 1)
+    return f"{self.generation}-{cores} ({self.name}, {self.chips} chips)"
+
+
+def parse_topology(text: str) -> Topology:
+  """`v5e:4x4`, `v4:2x2x2`, `v5p:2x2x1` (generation:chips per dimension) or a slice name
+  (`v5e-16`, `v4-16`, `v5p-8`: v4 and v5p slices count two TensorCores per chip)."""
+  from vasa_jax.errors import UserError
+  accepted = (f"accepted: GEN:AxB[xC] or a slice name GEN-N, GEN one of {', '.join(HBM_GIB)} "
+              "(e.g. v5e:4x4, v4:2x2x2, v5p:2x2x2, v5e-16, v4-16, v5p-8)")
+  m = re.fullmatch(r"(v4|v5e|v5p|v6e)([:-])(\d+(?:x\d+)*)", text.strip().lower())
+  if not m:
+    raise UserError(f"unknown TPU topology {text!r}; {accepted}")
+  gen, sep, rest = m.groups()
+  three_d = gen in ("v4", "v5p")
+  if sep == "-":
+    n = int(rest)
+    chips = n // 2 if three_d else n
+    shape = (_SHAPES_3D if three_d else _SHAPES_2D).get(chips)
+    if shape is None or (three_d and n % 2):
+      raise UserError(f"unknown TPU slice {text!r}; known {gen} slices: "
+                      f"{', '.join(f'{gen}-{c * (2 if three_d else 1)}' for c in (_SHAPES_3D if three_d else _SHAPES_2D))}")
+  else:
+    shape = rest
+  dims = [int(d) for d in shape.split("x")]
+  if len(dims) != (3 if three_d else 2) or min(dims) < 1:
+    raise UserError(f"unknown TPU topology {text!r}: {gen} takes {3 if three_d else 2} dimensions; {accepted}")
+  return Topology(gen, f"{gen}:{shape}", math.prod(dims))
+
+
+def topology_devices(topo: Topology) -> list:
+  """Compile-only devices of a TPU slice (one per chip, as JAX on a TPU VM sees them)."""
+  from vasa_jax.errors import UserError
+  if importlib.util.find_spec("libtpu") is None:
+    raise UserError("--topology needs libtpu, the TPU compiler: pip install 'vasa_jax[tpu]' "
+                    "(or use --devices N for fake CPU devices)")
+  # This process never drives a TPU: let it load libtpu beside another one (a training run on
+  # a TPU VM holds its lock file) and tell libtpu what it would otherwise look up (and warn about).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  cores = topo.chips * (2 if topo.generation in ("v4", "v5p") else 1)
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{_ACCEL[topo.generation]}-{cores}")
+  from jax.experimental import topologies
+  # v4 and v5p chips hold two TensorCores that JAX drives as one device ("megacore").
+  kwargs = {"chip_config_name": "megacore"} if topo.generation == "v4" else {}
+  try:
+    desc = topologies.get_topology_desc(topology_name=topo.name, platform="tpu", **kwargs)
+  except Exception as e:  # libtpu's own message, on one line.
+    raise UserError(f"libtpu does not accept topology {topo.name!r}: {str(e).splitlines()[0]}") from e
+  devices = list(desc.devices)
+  if len(devices) != topo.chips:
+    raise UserError(f"topology {topo.name}: libtpu gave {len(devices)} devices for {topo.chips} chips")
+  return devices
+
+
+@dataclasses.dataclass
+class Target:
+  """One step to compile: `lower(per_chip_batch) -> jax.stages.Lowered`."""
+  name: str
+  unit: str
+  batch: int               # the config's batch per chip
+  lower: object
+  state: object = None     # (abstract state, shardings) of a train step, for the sharding line
+  run: object = None       # (compiled, per_chip_batch) -> one real call's metrics (fake CPU devices)
+  note: str = ""           # how to read its GFLOP
+
+
+def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from vasa_jax import label_motion, watermark
+  from vasa_jax.data.synthetic import LABEL_NAMES
+  from vasa_jax.face_model import FaceModel
+  from vasa_jax.models import wav2vec2
+  from vasa_jax.motion import EMOTION_DIM, MotionModel
+  from vasa_jax.train import mesh as mesh_lib
+  from vasa_jax.train import stage1, stage2
+  from vasa_jax.train import state as state_lib
+
+  n = mesh.devices.size
+  repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+  rule = mesh_lib.state_sharding(mesh, cfg.mesh)
+  rng = jax.random.key(cfg.seed)
+  rng_in = jax.ShapeDtypeStruct(rng.shape, rng.dtype, sharding=repl)
+  sds = lambda shape, dtype=jnp.float32, sharding=data: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
+  per_chip = lambda global_batch: max(1, global_batch // n)  # noqa: E731
+  targets = []
+
+  # A wav2vec2 config compiles without the user's weights: the path's architecture when one is given,
+  # otherwise wav2vec2-base's (shapes only; `--run` then uses random frozen weights).
+  w2v_cfg = None
+  if cfg.audio.get("features", "logmel") == "wav2vec2" and not cfg.audio.get("wav2vec2_path"):
+    w2v_cfg = wav2vec2.Wav2Vec2Config()
+
+  def random_like(shapes):
+    leaves, tree = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.key(1), max(1, len(leaves)))
+    return jax.tree.unflatten(tree, [0.02 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+
+  if "1" in stages:
+    task = stage1.Stage1(cfg, cfg.idnet.num_classes)
+    state1 = state_lib.sharded_abstract(task.init, rng, rule)
+    step1 = jax.jit(task.train_step, in_shardings=(state1[1], data, repl), out_shardings=(state1[1], repl),
+                    donate_argnums=(0,))
+    s = cfg.face.image_size
+    n_pose, n_dyn = len(label_motion.POSE_LABELS), len(label_motion.DYN_LABELS)
+
+    def batch1(b):  # Labelled data (what the synthetic corpus gives): pose and expression targets.
+      frames, ids = sds((b, s, s, 3), jnp.uint8), sds((b,), jnp.int32)
+      pose, dyn = sds((b, n_pose)), sds((b, n_dyn))
+      return {"src": frames, "drv": frames, "other": frames, "src_class": ids, "other_class": ids,
+              "src_pose": pose, "drv_pose": pose, "src_dyn": dyn, "drv_dyn": dyn, "other_dyn": dyn}
+
+    def run1(compiled, b):
+      host, real = np.random.default_rng(0), {}
+      for key, v in batch1(b * n).items():
+        if v.dtype == jnp.uint8:
+          real[key] = host.integers(0, 256, v.shape, dtype=np.uint8)
+        elif v.dtype == jnp.int32:  # identity classes: src and other differ
+          real[key] = (np.arange(v.shape[0], dtype=np.int32) + (key == "other_class")) % cfg.idnet.num_classes
+        else:
+          real[key] = np.zeros(v.shape, np.float32)
+      state = jax.jit(task.init, out_shardings=state1[1])(rng)
+      _, metrics = compiled(state, mesh_lib.put_batch(real, mesh), rng)
+      return {"loss": float(metrics["loss/gen"]), "finite": bool(metrics["finite"])}
+
+    targets.append(Target("stage 1 train step", "examples", per_chip(cfg.train.batch_size),
+                          lambda b: step1.lower(state1[0], batch1(b * n), rng_in), state1, run1))
+
+  if "2" in stages:
+    labels = cfg.motion_train.motion_source == "labels"
+    m = len(LABEL_NAMES) if labels else FaceModel(cfg.face).motion_dim
+    task2 = stage2.Stage2(cfg, np.zeros(m, np.float32), np.ones(m, np.float32), wav2vec2_cfg=w2v_cfg)
+    frozen2 = task2.init_input_shapes()  # stage 2's frozen wav2vec2 (shapes only), or nothing for log-mel
+    state2 = state_lib.sharded_abstract(task2.init, rng, rule, *frozen2)
+    step2 = jax.jit(task2.train_step, in_shardings=(state2[1], data, repl), out_shardings=(state2[1], repl),
+                    donate_argnums=(0,))
+    length = cfg.data.context + cfg.data.window
+    spf = task2.model.samples_per_frame
+
+    def batch2(b):
+      return {"motion": sds((b, length, m)), "audio": sds((b, length * spf)), "gaze": sds((b, 2)),
+              "distance": sds((b,)), "emotion": sds((b, EMOTION_DIM)), "cond_present": sds((b, 3), jnp.bool_)}
+
+    def run2(compiled, b):
+      host = np.random.default_rng(0)
+      real = {k: (np.ones(v.shape, bool) if v.dtype == jnp.bool_ else host.normal(size=v.shape).astype(np.float32))
+              for k, v in batch2(b * n).items()}
+      frozen = task2.init_inputs() if w2v_cfg is None else tuple(random_like(f) for f in frozen2)
+      state = jax.jit(task2.init, out_shardings=state2[1])(rng, *frozen)
+      _, metrics = compiled(state, mesh_lib.put_batch(real, mesh), rng)
+      return {"loss": float(metrics["loss/x0"]), "finite": bool(metrics["finite"])}
+
+    targets.append(Target("stage 2 train step", "windows", per_chip(cfg.motion_train.batch_size),
+                          lambda b: step2.lower(state2[0], batch2(b * n), rng_in), state2, run2))
+
+  if "sampler" in stages:
+    # The streaming sampler's two jitted steps (stream.py), as `sample` and the app build them.
+    from vasa_jax import stream
+    labels = cfg.motion_train.motion_source == "labels"
+    face = FaceModel(cfg.face)
+    m = len(LABEL_NAMES) if labels else face.motion_dim
+    motion = MotionModel(cfg, m, wav2vec2_cfg=w2v_cfg)
+    d = cfg.diffusion
+    window_step = motion.window_step_fn(int(d.sample_steps), (float(d.cfg_audio), float(d.cfg_gaze), 0.0, 0.0, 0.0))
+    as_repl = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), tree)  # noqa: E731
+    motion_params = as_repl({**jax.eval_shape(motion.init, rng), **motion.frozen_shapes()})
+    k, w, spf = cfg.data.context, cfg.data.window, motion.samples_per_frame
+
+    def window_args(b):
+      return (motion_params, sds((b, (k + w) * spf)), sds((b, k, m)), sds((b, k + w), jnp.bool_), sds((b, 2)),
+              sds((b,)), sds((b, EMOTION_DIM)), sds((b, 3), jnp.bool_), sds((b,), jnp.bool_), rng_in)
+
+    targets.append(Target(f"sampler window step ({d.sample_steps} DDIM steps, W={w})", "streams", 1,
+                          lambda b: window_step.lower(*window_args(b * n)),
+                          note=f"XLA counts the DDIM loop's body once: the GFLOP are the audio features plus one "
+                               f"guided denoising pass; a window runs {d.sample_steps} such passes"))
+    marker = watermark.Watermarker(watermark.make_payload("aot", 0))
+    no_audio = cfg.copy_and_resolve_references()
+    no_audio.audio.features = "logmel"  # The decode step reads no audio: no wav2vec2 weights needed for it.
+    _, _, decode = stream._compiled(cfg.to_json(), no_audio.to_json(), int(m), (marker.strength,), False)
+    face_params = as_repl(jax.eval_shape(face.init, rng))
+    img = jax.ShapeDtypeStruct((1, cfg.face.image_size, cfg.face.image_size, 3), jnp.float32)
+    portrait = as_repl(jax.eval_shape(face.encode, face_params, img))
+    signs = jax.ShapeDtypeStruct(marker.signs_K.shape, marker.signs_K.dtype, sharding=repl)
+    targets.append(Target("sampler decode step (latents -> watermarked frames)", "frames", 10,
+                          lambda b: decode.lower(face_params, portrait, sds((b * n, face.motion_dim)), signs,
+                                                 sds((b * n,)))))
+  return targets
+
+
+def memory(compiled) -> dict | None:
+  mem = compiled.memory_analysis()
+  if mem is None:
+    return None
+  out = {"arguments": mem.argument_size_in_bytes, "temporaries": mem.temp_size_in_bytes,
+         "outputs": mem.output_size_in_bytes, "aliased": mem.alias_size_in_bytes}
+  out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+  return out
+
+
+def gflop(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0)) / 1e9
+
+
+def _out_of_memory(e: Exception) -> bool:
+  text = str(e).lower()
+  return "resource_exhausted" in text or "out of memory" in text or "exceeds the memory" in text
+
+
+def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
+  """The largest batch b with `total_at(b) <= capacity` (`total_at`: bytes, or None when the compiler
+  ran out of memory). Line through the two largest fitting batches -> predicted batch -> verify it and
+  its neighbour. Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
+  fits: dict[int, int] = {}
+  lo, hi, tried = 0, None, []
+  b = max(1, start)
+  while len(tried) < max_compiles:
+    total = total_at(b)
+    tried.append(b)
+    if total is not None and total <= capacity:
+      fits[b], lo = total, max(lo, b)
+    else:
+      hi = b if hi is None else min(hi, b)
+    if hi is not None and hi <= lo + 1:
+      break
+    if not fits:  # Even the first batch does not fit: halve.
+      if b == 1:
+        break
+      b = max(1, b // 2)
+      continue
+    if len(fits) >= 2:
+      (b1, t1), (b2, t2) = sorted(fits.items())[-2:]
+      slope = (t2 - t1) / (b2 - b1)
+      guess = b2 + int((capacity - t2) // slope) if slope > 0 else 2 * b2
+    else:
+      guess = 2 * lo
+    guess = max(lo + 1, guess if hi is None else min(guess, hi - 1))
+    if guess in tried:  # Already known: step next to it.
+      guess = lo + 1
+    b = guess
+  return lo, hi, tried
+
+
+def _gib(x: float) -> str:
+  return f"{x / 2**30:.2f} GiB"
 
 
 def main(args) -> int:
   # Imported here, not at the top: jax must load after `_force_devices` has set the device count.
   import jax
-  import jax.numpy as jnp
-  import numpy as np
 
-  from vasa_jax import label_motion
   from vasa_jax.errors import UserError
   from vasa_jax.train import mesh as mesh_lib
-  from vasa_jax.train import stage1
-  from vasa_jax.train import state as state_lib
 
   cfg = args.config
-  if jax.device_count() != args.devices:
-    raise UserError(f"asked for {args.devices} devices but JAX sees {jax.device_count()} "
-                    f"({jax.devices()[0].platform}); run this command in a fresh process")
-  mesh = mesh_lib.make_mesh()
-  mesh_lib.check_batch_size(cfg.train.batch_size)
-  task = stage1.Stage1(cfg, cfg.idnet.num_classes)
-  repl, data = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-  rng = jax.random.key(cfg.seed)
-  state_in, state_shardings = state_lib.sharded_abstract(task.init, rng, repl)
-  b, s = cfg.train.batch_size, cfg.face.image_size
-  frames = jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=data)
-  ids = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data)
-  # Labelled data (what the synthetic corpus gives): pose and expression targets per frame.
-  n_pose, n_dyn = len(label_motion.POSE_LABELS), len(label_motion.DYN_LABELS)
-  pose = jax.ShapeDtypeStruct((b, n_pose), jnp.float32, sharding=data)
-  dyn = jax.ShapeDtypeStruct((b, n_dyn), jnp.float32, sharding=data)
-  batch = {"src": frames, "drv": frames, "other": frames, "src_class": ids, "other_class": ids,
-           "src_pose": pose, "drv_pose": pose, "src_dyn": dyn, "drv_dyn": dyn, "other_dyn": dyn}
-  step = jax.jit(task.train_step, in_shardings=(state_shardings, data, repl),
-                 out_shardings=(state_shardings, repl), donate_argnums=(0,))
-  t0 = time.time()
-  compiled = step.lower(state_in, batch, rng).compile()
-  compile_s = time.time() - t0
-  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state_in.params["gen"]))
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  mem = compiled.memory_analysis()
-  print(f"config {cfg.name}: {args.devices} devices, global batch {b}, {s}x{s}, "
-        f"generator {n_params / 1e6:.1f}M params")
-  print(f"compiled train step in {compile_s:.1f} s; {cost.get('flops', 0) / 1e12:.2f} TFLOP per step "
-        f"(per device: the step is data parallel)")
-  if mem is not None:
-    print(f"memory per device (as the CPU backend assigns buffers; TPU/GPU compilers schedule differently): arguments {mem.argument_size_in_bytes / 2**30:.2f} GiB, "
-          f"temporaries {mem.temp_size_in_bytes / 2**30:.2f} GiB, output {mem.output_size_in_bytes / 2**30:.2f} GiB")
-  if args.run:
-    state = jax.jit(task.init, out_shardings=state_shardings)(rng)
-    host = np.random.default_rng(0)
-    real = {"src": host.integers(0, 256, frames.shape, dtype=np.uint8),
-            "drv": host.integers(0, 256, frames.shape, dtype=np.uint8),
-            "other": host.integers(0, 256, frames.shape, dtype=np.uint8),
-            "src_class": np.arange(b, dtype=np.int32) % cfg.idnet.num_classes,
-            "other_class": (np.arange(b, dtype=np.int32) + 1) % cfg.idnet.num_classes,
-            **{k: np.zeros(v.shape, np.float32) for k, v in batch.items() if k.endswith(("_pose", "_dyn"))}}
-    real = mesh_lib.put_batch(real, mesh)
-    t0 = time.time()
-    state, metrics = compiled(state, real, rng)
-    jax.block_until_ready(state)
-    finite = bool(metrics["finite"])
-    print(f"ran one step in {time.time() - t0:.1f} s: loss {float(metrics['loss/gen']):.4f}, finite={finite}")
-    if not finite:
-      raise UserError("the step produced a non-finite loss")
+  stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown or not stages:
+    raise UserError(f"--stages: unknown stage {unknown[0] if unknown else args.stages!r}; "
+                    f"accepted: {', '.join(STAGES)} (comma-separated)")
+  topo = None
+  if args.topology:
+    if args.run:
+      raise UserError("--run needs real devices: it runs on fake CPU devices (--devices), not a --topology")
+    topo = parse_topology(args.topology)
+    devices = topology_devices(topo)
+    where = f"TPU {topo.label}, {devices[0].device_kind}, {HBM_GIB[topo.generation]} GiB HBM per chip"
+  else:
+    if jax.device_count() != args.devices:
+      raise UserError(f"asked for {args.devices} devices but JAX sees {jax.device_count()} "
+                      f"({jax.devices()[0].platform}); run this command in a fresh process")
+    devices = jax.devices()
+    where = f"{len(devices)} devices ({devices[0].platform}; memory as the CPU backend assigns buffers, "
+    where += "TPU/GPU compilers schedule differently)"
+  n = len(devices)
+  mesh = mesh_lib.make_mesh(cfg.mesh, devices)
+  if "1" in stages:
+    mesh_lib.check_batch_size(cfg.train.batch_size, n)
+  if "2" in stages:
+    mesh_lib.check_batch_size(cfg.motion_train.batch_size, n)
+  print(f"config {cfg.name}: {where}; mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']} "
+        f"(mesh.fsdp={cfg.mesh.fsdp}, fsdp_min_params={cfg.mesh.fsdp_min_params})", flush=True)
+  fit = args.fit if args.fit is not None else topo is not None
+  for target in build_targets(cfg, mesh, stages):
+    compiled_at: dict[int, object] = {}
+
+    def compile_at(b, target=target):
+      t0 = time.time()
+      try:
+        compiled_at[b] = (target.lower(b).compile(), time.time() - t0)
+      except Exception as e:
+        if topo is not None and _out_of_memory(e):
+          compiled_at[b] = (None, time.time() - t0)
+        else:
+          raise
+      return compiled_at[b]
+
+    compiled, seconds = compile_at(target.batch)
+    head = f"{target.name}: batch {target.batch * n} ({target.batch} {target.unit} per chip)"
+    if compiled is None:
+      print(f"{head}: does not fit ({seconds:.0f} s to compile)", flush=True)
+    else:
+      mem = memory(compiled)
+      print(f"{head}: compiled in {seconds:.1f} s; {gflop(compiled):.2f} GFLOP per step per chip", flush=True)
+      if target.note:
+        print(f"  ({target.note})", flush=True)
+      if mem is not None:
+        print(f"  memory per chip: arguments {_gib(mem['arguments'])}, temporaries {_gib(mem['temporaries'])}, "
+              f"outputs {_gib(mem['outputs'])} ({_gib(mem['aliased'])} of them donated arguments), "
+              f"total {_gib(mem['total'])}", flush=True)
+    if target.state is not None:
+      print(f"  sharding: batch over {n} devices; state {mesh_lib.describe(target.state[1], target.state[0])}"
+            + (" (replicated)" if mesh.shape["fsdp"] == 1 else f" over fsdp={mesh.shape['fsdp']}"), flush=True)
+    else:
+      print(f"  sharding: batch over {n} devices; weights replicated", flush=True)
+    if fit and topo is not None:
+      def total_at(b, target=target):
+        c, _ = compiled_at[b] if b in compiled_at else compile_at(b)
+        mem = None if c is None else memory(c)
+        return None if mem is None else mem["total"]
+
+      lo, hi, tried = largest_fitting(total_at, topo.hbm_bytes, target.batch, args.max_compiles)
+      bound = "" if hi is not None and hi == lo + 1 else " (search stopped at --max-compiles: a lower bound)"
+      print(f"  largest batch per chip that fits {HBM_GIB[topo.generation]} GiB: {lo} {target.unit}{bound} "
+            f"(compiled at {', '.join(map(str, tried))})", flush=True)
+    if args.run and target.run is not None and compiled is not None:
+      t0 = time.time()
+      out = target.run(compiled, target.batch)  # The executable just compiled: no second compile.
+      print(f"  ran one step in {time.time() - t0:.1f} s: loss {out['loss']:.4f}, finite={out['finite']}", flush=True)
+      if not out["finite"]:
+        raise UserError(f"{target.name} produced a non-finite loss")
   return 0
 
 
 def parser():
   from vasa_jax import cli
   p = cli.make_parser("python -m vasa_jax.train.aot",
-                      "Compile the stage-1 train step ahead of time for N (fake) devices and report "
-                      "FLOPs and memory.", config=True)
-  p.add_argument("--devices", type=int, default=8, help="number of data-parallel devices to fake on the CPU")
-  p.add_argument("--run", action="store_true", help="also run one step on random weights and data")
+                      "Compile both stages' train steps and the streaming sampler's steps ahead of time "
+                      "for a TPU topology (no TPU needed) or N fake CPU devices; report memory and FLOPs "
+                      "per chip and the largest batch that fits.", config=True)
+  p.add_argument("--topology", help="TPU slice to compile for: v5e:4x4, v4:2x2x2, v5p:2x2x2 or a slice name "
+                 "(v5e-16, v4-16, v5p-8); needs libtpu (pip install 'vasa_jax[tpu]')")
+  p.add_argument("--devices", type=int, default=8, help="without --topology: fake CPU devices to compile for")
+  p.add_argument("--stages", default="1,2,sampler", help="what to compile: 1, 2, sampler (comma-separated)")
+  p.add_argument("--fit", action=__import__("argparse").BooleanOptionalAction, default=None,
+                 help="search the largest batch per chip that fits HBM (default: on with --topology)")
+  p.add_argument("--max-compiles", type=int, default=6, help="compiles per step for --fit (each may take minutes)")
+  p.add_argument("--run", action="store_true", help="fake CPU devices: also run each train step once on "
+                 "random weights and data")
   return p
 
 
 if __name__ == "__main__":
-  _force_devices(sys.argv[1:] if any(a.startswith("--devices") for a in sys.argv[1:]) else
-                 ["--devices", "8"])
+  argv = sys.argv[1:]
+  if not any(a == "--topology" or a.startswith("--topology=") for a in argv):
+    _force_devices(argv if any(a.startswith("--devices") for a in argv) else argv + ["--devices", "8"])
+  else:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from vasa_jax import cli
   cli.main_entry(main, parser())

@@ -128,14 +128,16 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
 
 def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   workdir = paths.make_folder(workdir)
-  mesh = mesh_lib.make_mesh()
+  mesh = mesh_lib.make_mesh(cfg.get("mesh"))
   mesh_lib.check_batch_size(t.batch_size)
   rng = jax.random.key(cfg.seed)
   repl = mesh_lib.replicated(mesh)
 
-  # Born sharded: shapes first, then init (or restore) directly into its shardings.
+  # Born sharded: shapes first, then init (or restore) directly into its shardings: replicated, or
+  # split over the `fsdp` axis by the config's rule (`mesh.state_sharding`, what `aot` compiles).
   inputs = task.init_inputs() if hasattr(task, "init_inputs") else ()
-  abstract, state_shardings = state_lib.sharded_abstract(lambda r: task.init(r, *inputs), rng, repl)
+  abstract, state_shardings = state_lib.sharded_abstract(lambda r: task.init(r, *inputs), rng,
+                                                         mesh_lib.state_sharding(mesh, cfg.get("mesh")))
   base = None
   if t.get("init_from") and not (workdir / "checkpoints").is_dir():
     base = _warm_start_weights(task, t.init_from, rng)  # Checked before anything is written.

@@ -1,6 +1,7 @@
 """What both stages' train states share: born-sharded init, the non-finite guard and the EMA.
 
   sharded_abstract(init, rng, sharding) -> (abstract state with shardings, state shardings)
+                                          (`sharding`: one for every leaf, or a rule leaf -> sharding)
   keep_if_finite(finite, new, old)      -> `new` where the step's loss was finite, else `old`
   ema_update(ema, params, step, decay)  -> the EMA of the weights sampling uses
 
@@ -14,14 +15,20 @@ import jax
 import jax.numpy as jnp
 
 
-def sharded_abstract(init_fn: Callable[[jax.Array], Any], rng: jax.Array, sharding) -> tuple[Any, Any]:
-  """Shapes of `init_fn(rng)` with `sharding` on every leaf, and the matching shardings tree.
+def sharded_abstract(init_fn: Callable[..., Any], rng: jax.Array, sharding, *inputs) -> tuple[Any, Any]:
+  """Shapes of `init_fn(rng, *inputs)` with their shardings, and the matching shardings tree.
+
+  `inputs`: arrays or their shapes (`jax.ShapeDtypeStruct`), such as stage 2's frozen wav2vec2.
+
+  `sharding`: a sharding for every leaf, or a rule `abstract leaf -> sharding`
+  (`mesh.state_sharding`: params and optimizer state split over the `fsdp` axis).
 
   Born sharded: callers compile or restore into these shapes, or run
   `jax.jit(init_fn, out_shardings=shardings)(rng)`, and the state never exists unsharded.
   """
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = jax.tree.map(lambda _: sharding, abstract)
+  abstract = jax.eval_shape(init_fn, rng, *inputs)
+  rule = sharding if callable(sharding) else (lambda _: sharding)
+  shardings = jax.tree.map(rule, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   return abstract, shardings
 
