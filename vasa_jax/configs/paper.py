@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Replicated train state (plain data parallelism), by choice: the whole stage-1 state (weights of
   # generator, discriminator and identity net, their Adam moments, the EMA) is 884 MiB and stage 2's
-  # 650 MiB, under 6% of a v5e chip's 16 GiB; activations fill the rest. Splitting the state over
+  # 650 MiB (plus ~380 MB of frozen wav2vec2-base), under 7% of a v5e chip's 16 GiB; activations fill
+  # the rest. Splitting the state over
   # `fsdp` would free at most that much per chip and add a gather of every weight to each step.
   # Set --config.mesh.fsdp=-1 (all chips) for a bigger model; `aot --topology` reports both.
   c.mesh.fsdp = 1
