@@ -126,6 +126,14 @@ def test_convert_a_hugging_face_checkpoint(tmp_path, capsys):
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
   assert wav2vec2.main(["--convert", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
   assert "not a directory" in capsys.readouterr().err
+  # An existing converted folder is kept unless --overwrite; a replacement leaves no hidden folder behind.
+  before = (out / wav2vec2.CONVERTED_JSON).read_text()
+  assert wav2vec2.main(["--convert", str(tmp_path / "hf"), str(out)]) == 2
+  assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
+  assert (out / wav2vec2.CONVERTED_JSON).read_text() == before
+  assert wav2vec2.main(["--convert", str(tmp_path / "hf"), str(out), "--overwrite"]) == 0
+  assert sorted(os.listdir(out)) == sorted([wav2vec2.CONVERTED_JSON, wav2vec2.CONVERTED_PARAMS])
+  assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
 
 def test_window_features_are_the_training_windows_features(w2v):

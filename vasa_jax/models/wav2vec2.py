@@ -31,7 +31,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -543,10 +545,39 @@ def load_converted(path: str, key: str = "audio.wav2vec2_path") -> tuple[Wav2Vec
   return cfg, jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
 
 
-def convert(hf_dir: str, out_dir: str) -> str:
-  """A Hugging Face wav2vec2 folder -> our converted folder; returns the weights' digest."""
+def convert(hf_dir: str, out_dir: str, *, overwrite: bool = False) -> str:
+  """A Hugging Face wav2vec2 folder -> our converted folder; returns the weights' digest.
+
+  OUT appears whole or not at all: the files are written to a hidden folder beside it (removed on
+  Ctrl-C or an error) that is then renamed. A folder that already holds converted weights is only
+  replaced with `overwrite`."""
+  from vasa_jax import interrupt  # pylint: disable=import-outside-toplevel
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir):
+    if not os.path.isdir(out_dir):
+      raise UserError(f"OUT {out_dir!r} is a file; give a folder (new, or one to replace with --overwrite)")
+    if os.listdir(out_dir) and not overwrite:
+      raise UserError(f"OUT {out_dir!r} already exists and is not empty; pass --overwrite to replace it, "
+                      "or choose another folder")
+  parent = os.path.dirname(out_dir)
+  if not os.path.isdir(parent):
+    raise UserError(f"OUT's parent folder {parent!r} does not exist")
   module, params = load_wav2vec2(hf_dir)
-  return save_converted(out_dir, module.cfg, params, source=os.path.abspath(hf_dir))
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".partial", dir=parent)
+  with interrupt.removed_on_interrupt(tmp):
+    try:
+      digest = save_converted(tmp, module.cfg, params, source=os.path.abspath(hf_dir))
+      if os.path.exists(out_dir):  # --overwrite: the old folder goes only once the new one is complete.
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".old", dir=parent)
+        os.replace(out_dir, os.path.join(old, "x"))
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+      else:
+        os.replace(tmp, out_dir)
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+  return digest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,9 +587,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "model.safetensors, or pytorch_model.bin with torch installed) to the folder that "
                   "audio.wav2vec2_path names. Nothing is downloaded.")
   p.add_argument("--convert", nargs=2, metavar=("HF_DIR", "OUT"), required=True)
+  p.add_argument("--overwrite", action="store_true", help="replace OUT if it already holds files")
   args = p.parse_args(argv)
   try:
-    digest = convert(*args.convert)
+    digest = convert(*args.convert, overwrite=args.overwrite)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
