@@ -175,6 +175,15 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
     keys = jax.random.split(jax.random.key(1), max(1, len(leaves)))
     return jax.tree.unflatten(tree, [0.02 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
 
+  labels = cfg.motion_train.motion_source == "labels"
+  m = len(LABEL_NAMES) if labels else FaceModel(cfg.face).motion_dim  # stage 2's motion vector
+
+  def run_once(compiled, init, shardings, init_args, real, loss_key):
+    """Initialises a real state, runs the compiled step once on `real` (fake CPU devices)."""
+    state = jax.jit(init, out_shardings=shardings)(rng, *init_args)
+    _, metrics = compiled(state, mesh_lib.put_batch(real, mesh), rng)
+    return {"loss": float(metrics[loss_key]), "finite": bool(metrics["finite"])}
+
   if "1" in stages:
     task = stage1.Stage1(cfg, cfg.idnet.num_classes)
     state1 = state_lib.sharded_abstract(task.init, rng, rule)
@@ -198,16 +207,12 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
           real[key] = (np.arange(v.shape[0], dtype=np.int32) + (key == "other_class")) % cfg.idnet.num_classes
         else:
           real[key] = np.zeros(v.shape, np.float32)
-      state = jax.jit(task.init, out_shardings=state1[1])(rng)
-      _, metrics = compiled(state, mesh_lib.put_batch(real, mesh), rng)
-      return {"loss": float(metrics["loss/gen"]), "finite": bool(metrics["finite"])}
+      return run_once(compiled, task.init, state1[1], (), real, "loss/gen")
 
     targets.append(Target("stage 1 train step", "examples", per_chip(cfg.train.batch_size),
                           lambda b: step1.lower(state1[0], batch1(b * n), rng_in), state1, run1))
 
   if "2" in stages:
-    labels = cfg.motion_train.motion_source == "labels"
-    m = len(LABEL_NAMES) if labels else FaceModel(cfg.face).motion_dim
     task2 = stage2.Stage2(cfg, np.zeros(m, np.float32), np.ones(m, np.float32), wav2vec2_cfg=w2v_cfg)
     frozen2 = task2.init_input_shapes()  # stage 2's frozen wav2vec2 (shapes only), or nothing for log-mel
     state2 = state_lib.sharded_abstract(task2.init, rng, rule, *frozen2)
@@ -225,9 +230,7 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
       real = {k: (np.ones(v.shape, bool) if v.dtype == jnp.bool_ else host.normal(size=v.shape).astype(np.float32))
               for k, v in batch2(b * n).items()}
       frozen = task2.init_inputs() if w2v_cfg is None else tuple(random_like(f) for f in frozen2)
-      state = jax.jit(task2.init, out_shardings=state2[1])(rng, *frozen)
-      _, metrics = compiled(state, mesh_lib.put_batch(real, mesh), rng)
-      return {"loss": float(metrics["loss/x0"]), "finite": bool(metrics["finite"])}
+      return run_once(compiled, task2.init, state2[1], frozen, real, "loss/x0")
 
     targets.append(Target("stage 2 train step", "windows", per_chip(cfg.motion_train.batch_size),
                           lambda b: step2.lower(state2[0], batch2(b * n), rng_in), state2, run2))
@@ -235,9 +238,7 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
   if "sampler" in stages:
     # The streaming sampler's two jitted steps (stream.py), as `sample` and the app build them.
     from vasa_jax import stream
-    labels = cfg.motion_train.motion_source == "labels"
     face = FaceModel(cfg.face)
-    m = len(LABEL_NAMES) if labels else face.motion_dim
     motion = MotionModel(cfg, m, wav2vec2_cfg=w2v_cfg)
     d = cfg.diffusion
     window_step = motion.window_step_fn(int(d.sample_steps), (float(d.cfg_audio), float(d.cfg_gaze), 0.0, 0.0, 0.0))
