@@ -370,29 +370,34 @@ def embed_ms(resolution, batch=10, repeats=7):
   return 1000 * _median_time(lambda: marker.embed(frames), repeats) / batch
 
 
-def cost(repeats=15):
+def cost(repeats=5, rounds=6):
   """Per frame at the demo's decode batch (10), same run: the demo decode step with the watermark off and
-  on (the mark is embedded inside that jitted step), and the embed alone."""
+  on (the mark is embedded inside that jitted step), and the embed alone. The two decodes alternate for
+  `rounds` rounds of `repeats` calls each, so that a change in the machine's load reaches both alike;
+  each figure is the median over rounds of a round's median."""
   from vasa_jax import bundle, stream  # pylint: disable=import-outside-toplevel
   model = bundle.load(bundle.DEMO_BUNDLE)
   photo = real_photo("portrait", 128)
-  out = {}
-  motion = None
+  fns, batch, motion = {}, None, None
   for label, marker in (("decode, watermark off", None), ("decode, watermark on", wm.Watermarker(1))):
     s = stream.StreamingSampler(model, photo, steps=2, watermark=marker)
-    b = s.decode_batch
+    batch = s.decode_batch
     if motion is None:
-      motion = jnp.asarray(np.repeat(s.portrait_motion[None], b, 0))
-    times = jnp.arange(b, dtype=jnp.float32) / s.fps
-    fn = lambda s=s, times=times: s.decode_step(model.face_params, s.portrait, motion, s.signs, times)  # noqa: E731
-    jax.block_until_ready(fn())
-    out[label] = 1000 * _median_time(fn, repeats) / b
-    out["batch"] = b
-  out["embed alone"] = embed_ms(128, batch=out["batch"], repeats=repeats)
-  # Interleave once more so that a busy machine affects both alike.
-  out["embed share (alone / decode off)"] = out["embed alone"] / out["decode, watermark off"]
-  out["embed share (on - off) / off"] = (out["decode, watermark on"] - out["decode, watermark off"]) / out[
-      "decode, watermark off"]
+      motion = jnp.asarray(np.repeat(s.portrait_motion[None], batch, 0))
+    times = jnp.arange(batch, dtype=jnp.float32) / s.fps
+    fns[label] = lambda s=s, times=times: s.decode_step(model.face_params, s.portrait, motion, s.signs, times)  # noqa: E731
+    jax.block_until_ready(fns[label]())
+  per_round = {label: [] for label in fns}
+  for _ in range(rounds):
+    for label, fn in fns.items():
+      per_round[label].append(1000 * _median_time(fn, repeats) / batch)
+  out = {label: float(np.median(v)) for label, v in per_round.items()}
+  out["batch"] = batch
+  out["rounds (ms per frame)"] = {label: [round(x, 2) for x in v] for label, v in per_round.items()}
+  out["embed alone"] = embed_ms(128, batch=batch, repeats=repeats * rounds)
+  off, on = out["decode, watermark off"], out["decode, watermark on"]
+  out["embed share (alone / decode off)"] = out["embed alone"] / off
+  out["embed share (on - off) / off"] = (on - off) / off
   out["embed ms per 512^2 frame"] = embed_ms(512, batch=4, repeats=5)
   return out
 
