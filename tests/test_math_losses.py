@@ -34,8 +34,12 @@ class _FakeGen:
     pose = jnp.concatenate([img.mean((1, 2)), jnp.zeros((b, 3))], -1)
     return {"z_pose": pose, "z_dyn": img.reshape(b, -1)}
 
-  def encode(self, gen_params, img):
-    return {"v_app": img, "z_id": img.mean((1, 2)), **self.motion(gen_params, img)}
+  def encode(self, gen_params, img, motion=None):
+    own = self.motion(gen_params, img)
+    if motion is not None:  # The step's batched motion: it must be these images' own.
+      for k in own:
+        np.testing.assert_array_equal(np.asarray(motion[k]), np.asarray(own[k]), err_msg=k)
+    return {"v_app": img, "z_id": img.mean((1, 2)), **(own if motion is None else motion)}
 
   def decode(self, gen_params, app, z_pose, z_dyn):
     return self.alpha * app["v_app"] + (1.0 - self.alpha) * _mix(z_pose, z_dyn.reshape(app["v_app"].shape))

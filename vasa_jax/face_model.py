@@ -65,8 +65,8 @@ class FaceModel:
     img = jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
     return self.net.init(rng, img, img)
 
-  def encode(self, params, img_BxHxWx3) -> dict:
-    return self.net.apply(params, img_BxHxWx3, method=self.net.encode)
+  def encode(self, params, img_BxHxWx3, motion: dict | None = None) -> dict:
+    return self.net.apply(params, img_BxHxWx3, motion, method=self.net.encode)
 
   def encode_motion(self, params, img_BxHxWx3) -> dict:
     return self.net.apply(params, img_BxHxWx3, method=self.net.encode_motion)

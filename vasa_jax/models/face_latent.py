@@ -369,10 +369,15 @@ class FaceLatent(nn.Module):
   def encode_motion(self, img):
     return {"z_pose": self.pose(img), "z_dyn": self.dynamics(img)}
 
-  def encode(self, img):
-    """All latents of `img`; `v_app` is already in canonical space, `f_app` (skip) stays posed."""
+  def encode(self, img, motion=None):
+    """All latents of `img`; `v_app` is already in canonical space, `f_app` (skip) stays posed.
+
+    `motion`: `encode_motion(img)` when the caller already ran it on a larger batch that holds
+    `img` (one copy of the motion encoders in a compiled step instead of two).
+    """
     z_id = self.identity(img)
-    motion = self.encode_motion(img)
+    if motion is None:
+      motion = self.encode_motion(img)
     posed, skip = self.appearance(img)
     rot, trans, scale = pose_to_transform(motion["z_pose"])
     # Canonical point q is seen at p = sR q + t in the source: sample the posed volume there.
