@@ -115,3 +115,63 @@ def test_unknown_topology_is_one_line_error():
   res = _aot("--config", "tiny", "--topology", "v5e:3x3", "--stages", "2")
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1].startswith("error: libtpu does not accept topology 'v5e:3x3'")
+
+
+_DUMP = """BufferAssignment:
+allocation 0: size 512, thread-local:
+ value: <1 add.1 @0> (size=512,offset=0): f32[128]
+allocation 1: size 4096, parameter 0, shape |f32[1024]| at ShapeIndex {}, maybe-live-out:
+ value: <2 p.0 @0> (size=4096,offset=0): f32[1024]
+allocation 2: size 2048, parameter 1, shape |f32[512]| at ShapeIndex {}:
+allocation 3: size 1024, maybe-live-out:
+allocation 4: size 256, output shape is |(f32[1024], f32[256])|, maybe-live-out:
+allocation 5: size 1000000, preallocated-temp:
+allocation 6: size 7777, color 1, preallocated-temp:
+allocation 7: size 64, color 6, thread-local:
+allocation 8: size 128, constant:
+"""
+
+
+def test_buffer_assignment_dump_reads_as_memory_analysis_terms():
+  mem = aot.buffer_memory(_DUMP)
+  # Donated parameter 0 is an argument and an output; the other memory spaces (color 1, 6) are left out.
+  assert mem == {"arguments": 4096 + 2048, "aliased": 4096, "outputs": 4096 + 1024 + 256,
+                 "temporaries": 512 + 1_000_000 + 128,
+                 "total": 4096 + 2048 + (4096 + 1024 + 256) - 4096 + 512 + 1_000_000 + 128}
+  with pytest.raises(ValueError):
+    aot.buffer_memory("BufferAssignment:\n")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _LIBTPU, reason="libtpu not installed (pip install 'vasa_jax[tpu]')")
+def test_memory_only_stops_at_buffer_assignment_and_agrees_with_the_full_compile():
+  res = _aot("--config", "tiny", "--topology", "v5e:2x2", "--stages", "2", "--memory-only", "--max-compiles", "3")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "stage 2 train step: batch 4 (1 windows per chip): memory assigned in" in res.stdout
+  assert re.search(r"largest batch per chip that fits 16 GiB: \d+ windows", res.stdout)
+  # The same step compiled in full, in one process with the dumps on: arguments, outputs and donated
+  # bytes are the executable's own; its temporaries grow a little during code generation.
+  script = """
+import glob, json, os, re, sys, tempfile
+dump = tempfile.mkdtemp()
+os.environ["XLA_FLAGS"] = "--xla_dump_to=" + dump
+from vasa_jax import config
+from vasa_jax.train import aot, mesh as mesh_lib
+cfg = config.load("tiny")
+mesh = mesh_lib.make_mesh(cfg.mesh, aot.topology_devices(aot.parse_topology("v5e:2x2")))
+[t] = aot.build_targets(cfg, mesh, ["2"])
+lowered = t.lower(t.batch)
+full = aot.memory(lowered.compile())
+module = re.search(r"module @([\\w.\\-]+)", lowered.as_text()[:500]).group(1)
+[f] = glob.glob(dump + "/*." + module + ".*after_optimizations-buffer-assignment.txt")
+print(json.dumps({"full": full, "dump": aot.buffer_memory(open(f).read()), "gflop": aot.lowered_gflop(lowered)}))
+"""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+  assert res.returncode == 0, res.stderr[-2000:]
+  got = __import__("json").loads(res.stdout.strip().splitlines()[-1])
+  for k in ("arguments", "outputs", "aliased"):
+    assert got["dump"][k] == got["full"][k], k
+  assert 0 < got["dump"]["temporaries"] <= got["full"]["temporaries"]
+  assert got["gflop"] > 0

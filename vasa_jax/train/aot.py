@@ -23,17 +23,31 @@ linearly with the batch), compiles at the batch the line predicts and then one a
 (or below), and repeats until a fitting batch and the batch one above it that does
 not fit are both known (usually 4 compiles; at most `--max-compiles`).
 
+`--memory-only` (with `--topology`) stops each compile once the TPU compiler has assigned
+memory, before it generates code: the paper config's stage-1 step reaches that point in
+about 2 minutes on a 2-core CPU, and its code generation runs past 30. Each compile then
+runs in a child process that dumps XLA's buffer assignment (`--xla_dump_to`, a temporary
+folder) and is stopped when the assignment is written; memory is read from it and GFLOP from
+XLA's count of the lowered, unpartitioned step divided by the chips. Arguments, outputs and
+donated bytes are the executable's own (a test compares them with a full compile); the
+temporaries are those assigned before code generation, which adds some (tiny stage 2:
+10.9 MB assigned, 20.4 MB in the executable), so a total near the chip's HBM is not proof of fit.
+
 Without `--topology`, fakes N CPU devices (`--xla_force_host_platform_device_count`):
 sharding mistakes and oversized graphs show up on a laptop; `--run` then runs each
 train step once on random weights and data.
 """
 
 import dataclasses
+import glob
 import importlib.util
 import math
 import os
 import re
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 STAGES = ("1", "2", "sampler")
@@ -269,6 +283,8 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
 
 
 def memory(compiled) -> dict | None:
+  if isinstance(compiled, MemoryProbe):
+    return compiled.mem
   mem = compiled.memory_analysis()
   if mem is None:
     return None
@@ -278,7 +294,101 @@ def memory(compiled) -> dict | None:
   return out
 
 
+_ALLOCATION = re.compile(r"^allocation \d+: size (\d+), (.*):$")
+
+
+def buffer_memory(text: str) -> dict:
+  """Per-device memory from XLA's buffer-assignment dump (`*after_optimizations-buffer-assignment.txt`),
+  in `memory()`'s terms. Only the default memory space (HBM) counts; allocations in other memory
+  spaces (`color N`, e.g. a TPU core's own vector memory) are left out."""
+  out = {"arguments": 0, "temporaries": 0, "outputs": 0, "aliased": 0}
+  seen = False
+  for line in text.splitlines():
+    m = _ALLOCATION.match(line)
+    if not m:
+      continue
+    seen = True
+    size, flags = int(m.group(1)), m.group(2)
+    color = re.search(r"(?:^|, )color (\d+)", flags)
+    if color and color.group(1) != "0":
+      continue
+    live_out = flags.endswith("maybe-live-out")
+    if flags.startswith("parameter"):
+      out["arguments"] += size
+      if live_out:
+        out["aliased"] += size
+        out["outputs"] += size
+    elif live_out:
+      out["outputs"] += size
+    else:
+      out["temporaries"] += size
+  if not seen:
+    raise ValueError("no allocations in the buffer-assignment dump")
+  out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
+  return out
+
+
+class MemoryProbe:
+  """What a `--memory-only` compile gives: the memory of its buffer assignment and the lowered step's
+  GFLOP per chip (the code itself is never generated)."""
+
+  def __init__(self, mem: dict, gflop_per_chip: float):
+    self.mem, self.gflop_per_chip = mem, gflop_per_chip
+
+
+def probe_memory(argv: list[str], name: str, batch: int, module: str, timeout_s: float = 7200.0) -> dict | None:
+  """Compiles target `name` at `batch` per chip in a child process (`argv`: this command's own
+  arguments) with XLA's dumps on, reads the buffer assignment of module `module` as soon as the
+  compiler writes it and stops the child. None when the compiler runs out of memory first."""
+  from vasa_jax.errors import UserError
+  with tempfile.TemporaryDirectory(prefix="vasa_aot_") as tmp:
+    dump = os.path.join(tmp, "dump")
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}"
+                        f" --xla_dump_hlo_module_re={re.escape(module)}").strip()
+    log_path = os.path.join(tmp, "log")
+    with open(log_path, "w") as log:
+      child = subprocess.Popen([sys.executable, "-m", "vasa_jax.train.aot", *argv, "--probe", f"{name}:{batch}"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+      deadline = time.time() + timeout_s
+      while True:
+        done = child.poll() is not None
+        # The buffer assignment is written whole, then the live ranges and the usage report: once the
+        # report exists, the assignment is complete.
+        reports = glob.glob(os.path.join(dump, f"*.{module}.*after_optimizations-memory-usage-report.txt"))
+        if reports:
+          with open(reports[0].replace("-memory-usage-report.txt", "-buffer-assignment.txt")) as f:
+            return buffer_memory(f.read())
+        if done:
+          with open(log_path) as f:
+            text = f.read()
+          if _out_of_memory(Exception(text)):
+            return None
+          last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["(no output)"]
+          raise UserError(f"compiling {name} at {batch} per chip stopped before assigning memory "
+                          f"(exit status {child.returncode}): {last[0]}")
+        if time.time() > deadline:
+          raise UserError(f"compiling {name} at {batch} per chip: no buffer assignment after {timeout_s:.0f} s")
+        time.sleep(0.5)
+    finally:
+      if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def lowered_gflop(lowered) -> float:
+  """XLA's FLOP count of a lowered, not yet partitioned or compiled step (all chips together), by the
+  host CPU's cost model: a TPU compile-only client gives no cost analysis before compiling."""
+  from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+  from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
+  cost = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), lowered._lowering.hlo().as_hlo_module())
+  return float(cost.get("flops", 0.0)) / 1e9
+
+
 def gflop(compiled) -> float:
+  if isinstance(compiled, MemoryProbe):
+    return compiled.gflop_per_chip
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", 0.0)) / 1e9
@@ -341,6 +451,8 @@ def main(args) -> int:
     raise UserError(f"--stages: unknown stage {unknown[0] if unknown else args.stages!r}; "
                     f"accepted: {', '.join(STAGES)} (comma-separated)")
   topo = None
+  if args.memory_only and not args.topology:
+    raise UserError("--memory-only needs --topology (it reads the TPU compiler's buffer assignment)")
   if args.topology:
     if args.run:
       raise UserError("--run needs real devices: it runs on fake CPU devices (--devices), not a --topology")
@@ -363,12 +475,27 @@ def main(args) -> int:
   print(f"config {cfg.name}: {where}; mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']} "
         f"(mesh.fsdp={cfg.mesh.fsdp}, fsdp_min_params={cfg.mesh.fsdp_min_params})", flush=True)
   fit = args.fit if args.fit is not None else topo is not None
-  for target in build_targets(cfg, mesh, stages):
+  targets = build_targets(cfg, mesh, stages)
+  if args.probe:  # A `--memory-only` child: compile one target; the parent stops it at buffer assignment.
+    name, _, b = args.probe.rpartition(":")
+    [target] = [t for t in targets if t.name == name]
+    target.lower(int(b)).compile()
+    return 0
+  # A child gets this command's own arguments (the config and its overrides included).
+  probe_argv = [a for a in sys.argv[1:] if a != "--memory-only"]
+  for target in targets:
     compiled_at: dict[int, object] = {}
 
     def compile_at(b, target=target):
       t0 = time.time()
       try:
+        if args.memory_only:
+          lowered = target.lower(b)
+          module = re.search(r"module @([\w.\-]+)", lowered.as_text()[:500]).group(1)
+          mem = probe_memory(probe_argv, target.name, b, module)
+          result = None if mem is None else MemoryProbe(mem, lowered_gflop(lowered) / n)
+          compiled_at[b] = (result, time.time() - t0)
+          return compiled_at[b]
         compiled_at[b] = (target.lower(b).compile(), time.time() - t0)
       except Exception as e:
         if topo is not None and _out_of_memory(e):
@@ -383,13 +510,16 @@ def main(args) -> int:
       print(f"{head}: does not fit ({seconds:.0f} s to compile)", flush=True)
     else:
       mem = memory(compiled)
-      print(f"{head}: compiled in {seconds:.1f} s; {gflop(compiled):.2f} GFLOP per step per chip", flush=True)
+      how = "memory assigned in" if args.memory_only else "compiled in"
+      print(f"{head}: {how} {seconds:.1f} s; {gflop(compiled):.2f} GFLOP per step per chip", flush=True)
       if target.note:
         print(f"  ({target.note})", flush=True)
       if mem is not None:
         print(f"  memory per chip: arguments {_gib(mem['arguments'])}, temporaries {_gib(mem['temporaries'])}, "
               f"outputs {_gib(mem['outputs'])} ({_gib(mem['aliased'])} of them donated arguments), "
-              f"total {_gib(mem['total'])}", flush=True)
+              f"total {_gib(mem['total'])}"
+              + (" (temporaries as assigned before code generation, which adds some)" if args.memory_only else ""),
+              flush=True)
     if target.state is not None:
       print(f"  sharding: batch over {n} devices; state {mesh_lib.describe(target.state[1], target.state[0])}"
             + (" (replicated)" if mesh.shape["fsdp"] == 1 else f" over fsdp={mesh.shape['fsdp']}"), flush=True)
@@ -403,6 +533,8 @@ def main(args) -> int:
 
       lo, hi, tried = largest_fitting(total_at, topo.hbm_bytes, target.batch, args.max_compiles)
       bound = "" if hi is not None and hi == lo + 1 else " (search stopped at --max-compiles: a lower bound)"
+      if args.memory_only:  # Code generation adds temporaries: the assigned totals are lower bounds.
+        bound += "; from buffer assignment before code generation, so at most this"
       print(f"  largest batch per chip that fits {HBM_GIB[topo.generation]} GiB: {lo} {target.unit}{bound} "
             f"(compiled at {', '.join(map(str, tried))})", flush=True)
     if args.run and target.run is not None and compiled is not None:
@@ -427,6 +559,11 @@ def parser():
   p.add_argument("--fit", action=__import__("argparse").BooleanOptionalAction, default=None,
                  help="search the largest batch per chip that fits HBM (default: on with --topology)")
   p.add_argument("--max-compiles", type=int, default=6, help="compiles per step for --fit (each may take minutes)")
+  p.add_argument("--memory-only", action="store_true",
+                 help="with --topology: stop each compile once the TPU compiler has assigned memory (before it "
+                 "generates code, which for a large stage 1 takes longer than 30 min on a small CPU); GFLOP then "
+                 "come from the lowered step")
+  p.add_argument("--probe", help=__import__("argparse").SUPPRESS)  # internal: a --memory-only child
   p.add_argument("--run", action="store_true", help="fake CPU devices: also run each train step once on "
                  "random weights and data")
   return p
