@@ -91,6 +91,9 @@ def test_batch_search_finds_the_boundary_in_few_compiles():
   assert (lo, hi) == (23, 24) and order == tried and len(tried) <= 5
   lo, hi, _ = aot.largest_fitting(lambda b: 10 * b, capacity=5, start=4)  # not even 1 fits
   assert (lo, hi) == (0, 1)
+  # The start fits, twice the start does not: the gap is halved, not walked down one batch at a time.
+  lo, hi, order = aot.largest_fitting(lambda b: 70 + 3 * b, capacity=70 + 3 * 12 + 1, start=8, max_compiles=4)
+  assert (lo, hi) == (12, 13) and order == [8, 16, 12, 13]
 
 
 _LIBTPU = importlib.util.find_spec("libtpu") is not None

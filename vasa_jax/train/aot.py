@@ -402,7 +402,7 @@ def _out_of_memory(e: Exception) -> bool:
 def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
   """The largest batch b with `total_at(b) <= capacity` (`total_at`: bytes, or None when the compiler
   ran out of memory). Line through the two largest fitting batches -> predicted batch -> verify it and
-  its neighbour. Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
+  its neighbour; with one fitting batch below one that does not fit, the middle of the two. Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
   fits: dict[int, int] = {}
   lo, hi, tried = 0, None, []
   b = max(1, start)
@@ -424,6 +424,8 @@ def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
       (b1, t1), (b2, t2) = sorted(fits.items())[-2:]
       slope = (t2 - t1) / (b2 - b1)
       guess = b2 + int((capacity - t2) // slope) if slope > 0 else 2 * b2
+    elif hi is not None:  # One fitting batch and one too large: halve the gap.
+      guess = (lo + hi) // 2
     else:
       guess = 2 * lo
     guess = max(lo + 1, guess if hi is None else min(guess, hi - 1))
