@@ -168,6 +168,7 @@ full = aot.memory(lowered.compile())
 module = re.search(r"module @([\\w.\\-]+)", lowered.as_text()[:500]).group(1)
 [f] = glob.glob(dump + "/*." + module + ".*after_optimizations-buffer-assignment.txt")
 print(json.dumps({"full": full, "dump": aot.buffer_memory(open(f).read()), "gflop": aot.lowered_gflop(lowered)}))
+__import__("shutil").rmtree(dump)
 """
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
