@@ -179,3 +179,10 @@ __import__("shutil").rmtree(dump)
     assert got["dump"][k] == got["full"][k], k
   assert 0 < got["dump"]["temporaries"] <= got["full"]["temporaries"]
   assert got["gflop"] > 0
+
+
+def test_memory_only_without_a_topology_is_a_clear_error():
+  res = _aot("--config", "tiny", "--devices", "2", "--stages", "2", "--memory-only")
+  assert res.returncode == 2
+  assert res.stderr.strip().splitlines()[-1] == (
+      "error: --memory-only needs --topology (it reads the TPU compiler's buffer assignment)")
