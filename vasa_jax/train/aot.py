@@ -363,7 +363,7 @@ def probe_memory(argv: list[str], name: str, batch: int, module: str, timeout_s:
         if done:
           with open(log_path) as f:
             text = f.read()
-          if _out_of_memory(Exception(text)):
+          if _out_of_memory(text):
             return None
           last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["(no output)"]
           raise UserError(f"compiling {name} at {batch} per chip stopped before assigning memory "
@@ -375,6 +375,12 @@ def probe_memory(argv: list[str], name: str, batch: int, module: str, timeout_s:
       if child.poll() is None:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
+
+
+def module_name(lowered) -> str:
+  """The XLA module name of a lowered step (what `--xla_dump_hlo_module_re` matches), read from its IR's
+  symbol rather than from its printed text (tens of MB for the paper's stage 1)."""
+  return str(lowered.compiler_ir().operation.attributes["sym_name"]).strip('"')
 
 
 def lowered_gflop(lowered) -> float:
@@ -394,7 +400,7 @@ def gflop(compiled) -> float:
   return float((cost or {}).get("flops", 0.0)) / 1e9
 
 
-def _out_of_memory(e: Exception) -> bool:
+def _out_of_memory(e: Exception | str) -> bool:
   text = str(e).lower()
   return "resource_exhausted" in text or "out of memory" in text or "exceeds the memory" in text
 
@@ -402,7 +408,8 @@ def _out_of_memory(e: Exception) -> bool:
 def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
   """The largest batch b with `total_at(b) <= capacity` (`total_at`: bytes, or None when the compiler
   ran out of memory). Line through the two largest fitting batches -> predicted batch -> verify it and
-  its neighbour; with one fitting batch below one that does not fit, the middle of the two. Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
+  its neighbour; with one fitting batch below one that does not fit, the middle of the two.
+  Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
   fits: dict[int, int] = {}
   lo, hi, tried = 0, None, []
   b = max(1, start)
@@ -493,7 +500,7 @@ def main(args) -> int:
       try:
         if args.memory_only:
           lowered = target.lower(b)
-          module = re.search(r"module @([\w.\-]+)", lowered.as_text()[:500]).group(1)
+          module = module_name(lowered)
           mem = probe_memory(probe_argv, target.name, b, module)
           result = None if mem is None else MemoryProbe(mem, lowered_gflop(lowered) / n)
           compiled_at[b] = (result, time.time() - t0)
