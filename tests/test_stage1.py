@@ -266,6 +266,43 @@ def test_init_from_a_bundle_into_a_config_that_adds_pixel_blend_keeps_every_old_
   np.testing.assert_allclose(np.asarray(gen["renderer"]["blend"]["bias"]), -2.0)
 
 
+def test_dyn_templates_start_as_the_plain_model_and_their_map_moves_with_the_pose():
+  """face.dyn_templates: a map drawn in canonical coordinates, warped to the target pose, joins the
+  U-Net through a zero-initialised conv. So (1) old weights decode exactly as before the lever, and
+  (2) once that conv is live, a blob drawn at the canonical centre shows up in the output at the
+  centre for pose zero and 16 px to the right for a translation tx = 0.25 (a quarter of the half-width
+  of 128 px): the map follows the head, not the image frame."""
+  demo = config.load("demo").face
+  cfg = config.load("demo", (("face.dyn_templates", "4"),)).face
+  plain, model = face_latent.FaceLatent(demo), face_latent.FaceLatent(cfg)
+  img = jax.random.uniform(jax.random.key(0), (1, 128, 128, 3))
+  params = model.init(jax.random.key(1), img, img)
+  old = {"params": {k: v for k, v in params["params"].items() if k != "dyn_map"}}
+  old["params"]["renderer"] = {k: v for k, v in params["params"]["renderer"].items() if k != "dyn_map_in"}
+  assert float(jnp.abs(params["params"]["renderer"]["dyn_map_in"]["kernel"]).max()) == 0.0
+  lat = model.apply(params, img, method=model.encode)
+  app = {k: lat[k] for k in face_latent.app_keys(cfg)}
+
+  def decode(p, m, tx):
+    pose = lat["z_pose"].at[:, :3].set(0.0).at[:, 3].set(tx).at[:, 4:].set(0.0)
+    return np.asarray(m.apply(p, app, pose, lat["z_dyn"], method=m.decode))
+
+  np.testing.assert_array_equal(decode(params, model, 0.0), decode(old, plain, 0.0))
+  live = jax.tree.map(lambda x: x, params)
+  live["params"]["renderer"]["dyn_map_in"]["kernel"] = jnp.full_like(
+      params["params"]["renderer"]["dyn_map_in"]["kernel"], 0.05)
+  templates = params["params"]["dyn_map"]["templates"]
+  live["params"]["dyn_map"]["templates"] = jnp.zeros_like(templates)
+  blob = jnp.zeros_like(templates).at[:, 30:34, 30:34, :].set(3.0)  # canonical centre of the 64^2 map
+  lit = jax.tree.map(lambda x: x, live)
+  lit["params"]["dyn_map"]["templates"] = blob
+  for tx, want_col in ((0.0, 63.5), (0.25, 79.5)):
+    diff = np.abs(decode(lit, model, tx) - decode(live, model, tx)).sum(-1)[0]
+    assert diff.max() > 0.05, "the map does not reach the output"
+    rows, cols = np.nonzero(diff > 0.5 * diff.max())
+    assert abs(cols.mean() - want_col) < 3.0 and abs(rows.mean() - 63.5) < 3.0, (tx, rows.mean(), cols.mean())
+
+
 def test_rare_labels_are_checked_and_narrow_the_rare_drivers(corpus):
   from vasa_jax.errors import UserError
   bad = config.load("tiny", (("data.rare_driver", "0.5"), ("data.rare_labels", "blink,wink")))

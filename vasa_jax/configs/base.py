@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.skip_channels = 0         # lever: 2D source features at 2S, warped once to the target pose (0: off)
   c.face.skip_pixels = False       # lever: the skip also carries the source's pixels, warped at full size
   c.face.pixel_blend = False       # lever: the U-Net's output is blended per pixel with the source's warped pixels (needs skip_pixels)
+  c.face.dyn_templates = 0         # lever: a map the codes draw in canonical face coordinates, warped to the target pose (U-Net; 0: off)
+  c.face.dyn_template_channels = 8  # its channels (templates of [2S, 2S, channels] each)
   c.face.skip_depth = 0.5          # canonical depth of the face plane that warps the 2D skip (volume units)
   c.face.free_dyn_from_portrait = False  # decode_motion keeps the portrait's free z_dyn dims (set where dyn_free_from_src = 1)
   c.face.remat = False            # recompute block activations in the backward pass (memory)

@@ -295,6 +295,28 @@ class FiLMBlock(nn.Module):
     return x + nn.Conv(self.channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
 
 
+class CanonicalDynMap(nn.Module):
+  """Codes -> a feature map drawn in canonical face coordinates: `count` learned templates
+  `[2S, 2S, channels]`, mixed by weights the codes choose.
+
+  FiLM modulation is the same at every pixel, so the renderer can only find where to paint
+  closed eyelids or a turned iris through the source's features. A template lives at fixed
+  canonical coordinates, where every face's eyes are at about the same place; `decode` brings
+  the mix to the target pose with the face plane's warp, so the renderer receives "what the
+  dynamics ask for, here" as a spatial input.
+  """
+  count: int
+  channels: int
+  size: int
+
+  @nn.compact
+  def __call__(self, *codes):
+    w = nn.Dense(self.count)(nn.silu(nn.Dense(128)(jnp.concatenate(codes, axis=-1))))
+    templates = self.param("templates", nn.initializers.normal(0.5),
+                           (self.count, self.size, self.size, self.channels))
+    return jnp.einsum("bk,khwc->bhwc", w, templates)
+
+
 class UNetRenderer(nn.Module):
   """Warped volume + the source's warped 2D skip -> image, through a small U-Net.
 
@@ -310,13 +332,18 @@ class UNetRenderer(nn.Module):
   out_shuffle: int = 2
 
   @nn.compact
-  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC, pixels_BxHxWx3=None):
+  def __call__(self, vol_BxDxSxSxC, cond, skip_Bx2Sx2SxC, pixels_BxHxWx3=None, dyn_map_Bx2Sx2SxC=None):
     """`pixels_BxHxWx3`: the source's pixels warped to the target pose (`FaceLatent.decode`); when
-    given, a predicted per-pixel share of each output pixel is copied from them (`pixel_blend`)."""
+    given, a predicted per-pixel share of each output pixel is copied from them (`pixel_blend`).
+    `dyn_map_Bx2Sx2SxC`: `CanonicalDynMap`'s output at the target pose (`face.dyn_templates`)."""
     w2, w1, w0 = self.widths
     b, d, s, _, c = vol_BxDxSxSxC.shape
     vol = vol_BxDxSxSxC.transpose(0, 2, 3, 1, 4).reshape(b, s, s, d * c)  # Depth folded into channels.
-    x2 = FiLMBlock(w2)(nn.Conv(w2, (3, 3))(skip_Bx2Sx2SxC), cond)                      # 2S
+    x2 = nn.Conv(w2, (3, 3))(skip_Bx2Sx2SxC)
+    if dyn_map_Bx2Sx2SxC is not None:
+      # Zero-initialised: a renderer trained without the map starts exactly as it was.
+      x2 = x2 + nn.Conv(w2, (3, 3), kernel_init=nn.initializers.zeros, name="dyn_map_in")(dyn_map_Bx2Sx2SxC)
+    x2 = FiLMBlock(w2)(x2, cond)                                                        # 2S
     x1 = nn.Conv(w1, (3, 3), strides=(2, 2))(nn.silu(x2))
     x1 = FiLMBlock(w1)(jnp.concatenate([x1, nn.Conv(w1, (1, 1))(vol)], -1), cond)      # S
     x0 = nn.Conv(w0, (3, 3), strides=(2, 2))(nn.silu(x1))
@@ -359,6 +386,10 @@ class FaceLatent(nn.Module):
       self.renderer = UNetRenderer(c.unet_widths, c.image_size, c.out_shuffle)
     else:
       self.renderer = Renderer(c.render_vol_blocks, c.gen_widths, c.image_size, remat=r, out_shuffle=c.out_shuffle)
+    if c.get("dyn_templates", 0):
+      if not (c.render_unet and c.skip_channels):
+        raise ValueError("face.dyn_templates needs face.render_unet and face.skip_channels")
+      self.dyn_map = CanonicalDynMap(c.dyn_templates, c.dyn_template_channels, 2 * c.vol_size)
 
   def __call__(self, src, drv):
     """Reconstructs `drv` from `src`'s appearance (used for init and the plain loss)."""
@@ -427,11 +458,19 @@ class FaceLatent(nn.Module):
     if self.cfg.render_unet:
       # What changes from source to target (pose and dynamics) is what the renderer must draw.
       cond = jnp.concatenate([cond, app["src_dyn"], z_pose, app["z_pose"]], -1)
+    extra = {}
+    if self.cfg.get("dyn_templates", 0):
+      # Drawn in canonical coordinates (pose zero), brought to the target pose by the face plane.
+      dmap = self.dyn_map(z_dyn, app["src_dyn"], app["z_id"])
+      eye = jnp.broadcast_to(jnp.eye(3, dtype=rot.dtype), rot.shape)
+      grid = warp.plane_grid(rot, trans, scale, eye, jnp.zeros_like(trans), jnp.ones_like(scale),
+                             dmap.shape[1:3], self.cfg.skip_depth)
+      extra["dyn_map_Bx2Sx2SxC"] = warp.sample_volume(dmap[:, None], grid)[:, 0]
     if self.cfg.pixel_blend:
       if not (self.cfg.render_unet and pix is not None):
         raise ValueError("face.pixel_blend needs face.render_unet, face.skip_channels and face.skip_pixels")
-      return self.renderer(vol, cond, skip, pix)
-    return self.renderer(vol, cond, skip)
+      return self.renderer(vol, cond, skip, pix, **extra)
+    return self.renderer(vol, cond, skip, **extra)
 
 
 def app_keys(face_cfg) -> tuple[str, ...]:
