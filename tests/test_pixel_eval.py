@@ -90,9 +90,12 @@ def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
   row = res["runs"][0]
   assert res["clips"] == 1 and row["steps"] == 2
   for k in ("mouth_corr", "mouth_corr_speech", "delta_p_ratio", "gaze_err_deg", "distance_err", "emotion_acc",
-            "mouth_px", "mouth_px_speech", "blink_px_per_min", "blink_px_ratio"):
+            "mouth_px", "mouth_px_speech", "blink_px_per_min", "blink_px_ratio", "gaze_err_deg_px",
+            "distance_err_px", "emotion_acc_px"):
     assert np.isfinite(row[k]), k
   assert res["truth"]["mouth_px"] > 0.9   # The ruler on the true frames of the clip.
+  # The control ruler on the true frames: their gaze and distance are the clip's own, up to its drift.
+  assert res["truth"]["gaze_err_deg_px"] < 4.0 and res["truth"]["distance_err_px"] < 0.05
   # Stage 2 on a bundle without a read-out is refused with a clear message.
   assert cli.run(evaluate.main, evaluate.parser(),
                  ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"]]) == 2

@@ -142,3 +142,23 @@ def test_pixel_features_read_true_frames_and_not_frozen_or_shifted_ones():
   shifted = synthetic.pixel_features(7, labels, np.roll(frames, 6, 0), extremes=extremes)
   assert evaluate.correlation(shifted["mouth_open"], labels["mouth_open"]) < evaluate.correlation(
       truth["mouth_open"], labels["mouth_open"]) - 0.2
+
+
+def test_read_controls_reads_true_frames_back_and_follows_a_changed_gaze_or_distance():
+  """The control ruler: true frames read their own gaze, distance, smile and brow; frames drawn with
+  the gaze turned by 0.2 rad or the head at distance 1.15 read that, not the labels they are given."""
+  clip = synthetic.make_clip(7, 2, 12, 64)
+  labels, frames = clip["labels"], clip["frames"]
+  truth = synthetic.read_controls(7, labels, frames, stride=3)
+  assert truth["gaze_theta"].shape == (4,)
+  for k, tol in (("gaze_theta", 0.02), ("gaze_phi", 0.02), ("distance", 0.01), ("smile", 0.05), ("brow", 0.05)):
+    np.testing.assert_allclose(truth[k], labels[k][::3], atol=tol, err_msg=k)
+  ident = synthetic.identity_params(7)
+  turned = dict(labels, gaze_theta=labels["gaze_theta"] + 0.2)
+  far = dict(labels, distance=np.full_like(labels["distance"], 1.15))
+  read_turned = synthetic.read_controls(7, labels, synthetic.render_frames(ident, turned, 64), stride=3)
+  read_far = synthetic.read_controls(7, labels, synthetic.render_frames(ident, far, 64), stride=3)
+  np.testing.assert_allclose(read_turned["gaze_theta"], turned["gaze_theta"][::3], atol=0.03)
+  np.testing.assert_allclose(read_far["distance"], 1.15, atol=0.01)
+  # What is not changed still reads right.
+  np.testing.assert_allclose(read_turned["distance"], labels["distance"][::3], atol=0.01)

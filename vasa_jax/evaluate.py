@@ -449,6 +449,9 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     ref["mouth_px"] = float(np.mean([correlation(r["mouth_open"], c["labels"]["mouth_open"])
                                      for r, c in zip(px_truth, clips)]))
     ref["blink_px_per_min"] = float(np.mean([blink_rate(r["blink"], fps) for r in px_truth]))
+    # The controls read with the same kind of ruler: what the true frames show against what was asked.
+    ref.update({f"{k}_px": v for k, v in _control_errors(
+        [(synthetic.read_controls(c["identity"], c["labels"], c["frames"]), c["attrs"]) for c in clips]).items()})
 
   def generate(clip, audio, still, steps, lam):
     """Frames and, where stage 2 works in label space, the labels it asked stage 1 to draw."""
@@ -471,18 +474,23 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
     take(True)
     return np.stack(frames), np.stack(labels)
 
-  def pixel_read(clip, frames, labels_TxL):
-    """Mouth and blink read from generated pixels with the corpus' renders of the same (generated)
-    pose and expression as the ruler; None where stage 2 does not work in label space."""
+  def pixel_read(clip, frames, labels_TxL, controls=False):
+    """Mouth and blink (with `controls`, also gaze, distance, smile and brow: `synthetic.read_controls`)
+    read from generated pixels with the corpus' renders of the same (generated) pose and expression
+    as the ruler; None where stage 2 does not work in label space."""
     if not label_space or clip.get("source") != "synthetic":
       return None
     labels = {k: labels_TxL[:, i] for i, k in enumerate(synthetic.LABEL_NAMES)}
-    return synthetic.pixel_features(clip["identity"], labels, frames)
+    out = synthetic.pixel_features(clip["identity"], labels, frames)
+    if controls:
+      out["controls"] = synthetic.read_controls(clip["identity"], labels, frames)
+    return out
 
   label_space = bundle.motion_cfg.motion_train.motion_source == "labels"
   runs = []
   for steps, lam in settings:
     sync, sync_speech, moving, sync_px, speech_px, blinks_px, ident = [], [], [], [], [], [], []
+    controls_px = []
     for clip in clips:
       audio, truth_mouth = clip["audio"], clip["labels"]["mouth_open"]
       frames, labels = generate(clip, audio, True, steps, lam)
@@ -494,9 +502,10 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
       moving.append((readout(frames), clip["attrs"]))
       if identity:
         ident.append(face_identity.identity_similarity(clip["frames"][0], frames, max_frames=IDENTITY_FRAMES))
-      px = pixel_read(clip, frames, labels)
+      px = pixel_read(clip, frames, labels, controls=True)
       if px is not None:
         blinks_px.append(blink_rate(px["blink"], fps))
+        controls_px.append((px["controls"], clip["attrs"]))
       if speech_audio is not None:
         frames, labels = generate(clip, speech_audio, True, steps, lam)
         r = readout(frames)
@@ -513,6 +522,7 @@ def evaluate_pixels(bundle_dir: str, data_dir: str, readout_dir: str, *, max_cli
       row["mouth_px"] = float(np.mean(sync_px))
       row["blink_px_per_min"] = float(np.mean(blinks_px))
       row["blink_px_ratio"] = row["blink_px_per_min"] / max(ref["blink_label_per_min"], 1e-6)
+      row.update({f"{k}_px": v for k, v in _control_errors(controls_px).items()})
     if speech_px:
       row["mouth_px_speech"] = float(np.mean(speech_px))
     row["delta_p_ratio"] = row["delta_p_deg"] / ref["delta_p_deg"]
@@ -572,14 +582,20 @@ def format_pixels(res: dict) -> str:
   px_rows = [r for r in res["runs"] if "mouth_px" in r]
   if px_rows:
     lines.append("read from the pixels with the corpus' renders of each generated frame (feature at 0 and 1) as the ruler:")
-    lines.append(f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'blinks/min':>10s} {'vs labels':>9s}")
+    lines.append(f"{'':22s} {'lip sync':>8s} {'real spch':>9s} {'blinks/min':>10s} {'vs labels':>9s} "
+                 f"{'gaze err':>8s} {'dist err':>8s} {'emotion':>7s}")
+    ctl = lambda r: (f" {r['gaze_err_deg_px']:8.2f} {r['distance_err_px']:8.3f} {r['emotion_acc_px']:7.2f}"  # noqa: E731
+                     if "gaze_err_deg_px" in r else "")
     if "mouth_px" in t:
       lines.append(f"{'true frames':22s} {t['mouth_px']:8.3f} {'':>9s} {t['blink_px_per_min']:10.1f} "
-                   f"{t['blink_px_per_min'] / max(t['blink_label_per_min'], 1e-6):9.2f}")
+                   f"{t['blink_px_per_min'] / max(t['blink_label_per_min'], 1e-6):9.2f}" + ctl(t))
     for r in px_rows:
       name = f"steps {r['steps']}, lambda_A {r['cfg_audio']:g}"
       sp = f"{r['mouth_px_speech']:9.3f}" if "mouth_px_speech" in r else f"{'':>9s}"
-      lines.append(f"{name:22s} {r['mouth_px']:8.3f} {sp} {r['blink_px_per_min']:10.1f} {r['blink_px_ratio']:9.2f}")
+      lines.append(f"{name:22s} {r['mouth_px']:8.3f} {sp} {r['blink_px_per_min']:10.1f} {r['blink_px_ratio']:9.2f}"
+                   + ctl(r))
+    lines.append("(controls: each clip's own requested gaze, distance and emotion against what its frames show, "
+                 "read by matching renders at a grid of values; gaze err in degrees)")
   if "identity" in t:
     lines += _identity_rows({"identity_truth": t["identity"]})
     for r in res["runs"]:

@@ -355,6 +355,42 @@ def pixel_features(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *
   return out
 
 
+# What `read_controls` searches for each clip-level control, in label units: the values tried.
+_CONTROL_GRIDS = {"gaze_theta": np.linspace(-0.6, 0.6, 25), "gaze_phi": np.linspace(-0.45, 0.45, 19),
+                  "distance": np.linspace(0.7, 1.35, 27), "smile": np.linspace(-1.0, 1.0, 21),
+                  "brow": np.linspace(-1.0, 1.0, 21)}
+
+
+def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, stride: int = 4) -> dict:
+  """Gaze, distance, smile and brow read from a clip's pixels: {name: float [ceil(T / stride)]}.
+
+  For every `stride`-th frame and each of those labels, the corpus renders the frame
+  (same identity, and every other label as `labels` gives it) at each value of a grid
+  (`_CONTROL_GRIDS`) and keeps the value whose render is nearest the frame in squared
+  error, refined between grid points by a parabola through the three nearest. So the
+  reading is what the pixels show: an iris drawn off-centre reads as that gaze, a head
+  drawn smaller as a larger distance, whatever the latents said. Ground-truth frames
+  read their own labels back (tests check it); on a model's output, `labels` are what
+  it was asked to draw (stage 2's label-space motion), which fixes everything but the
+  label being read.
+  """
+  x = np.asarray(frames_TxHxWx3)[::stride]
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  sub = {k: np.asarray(v, np.float32)[::stride] for k, v in labels.items()}
+  ident = identity_params(identity_id)
+  out = {}
+  for key, grid in _CONTROL_GRIDS.items():
+    err = np.stack([((render_frames(ident, dict(sub, **{key: np.full_like(sub[key], v)}), x.shape[1])
+                      .astype(np.float32) / 255.0 - x) ** 2).sum((1, 2, 3)) for v in grid], -1)  # [T, G]
+    i = np.clip(err.argmin(-1), 1, len(grid) - 2)
+    t = np.arange(len(x))
+    lo, mid, hi = err[t, i - 1], err[t, i], err[t, i + 1]
+    curv = lo - 2 * mid + hi
+    shift = np.where(curv > 0, 0.5 * (lo - hi) / np.maximum(curv, 1e-12), 0.0)
+    out[key] = (grid[i] + np.clip(shift, -1.0, 1.0) * (grid[1] - grid[0])).astype(np.float32)
+  return out
+
+
 def contact_sheet(first_identity: int = 0, resolution: int = 128, n: int = 16) -> np.ndarray:
   """uint8 grid of n identities, each in a slightly different pose and expression."""
   _check(1, resolution)
