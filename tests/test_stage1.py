@@ -303,6 +303,46 @@ def test_dyn_templates_start_as_the_plain_model_and_their_map_moves_with_the_pos
     assert abs(cols.mean() - want_col) < 3.0 and abs(rows.mean() - 63.5) < 3.0, (tx, rows.mean(), cols.mean())
 
 
+def test_motion_rectify_reads_the_face_frontally_and_starts_as_the_plain_encoder():
+  """face.motion_rectify: the dynamics encoder also reads the face brought to the canonical frame by
+  the pose encoder's reading. At pose zero that view is the frame's own pixels around eyes and mouth;
+  a head moved 16 px right (tx = 16 / 63.5: frame units run between the outer pixel centres) and read at that pose gives the same view; a head
+  drawn at twice the size and read at log_scale ln 2 too. Weights without the lever decode unchanged."""
+  from vasa_jax.models import warp
+  rng = np.random.default_rng(0)
+  img = jnp.asarray(rng.uniform(size=(1, 128, 128, 3)), jnp.float32)
+  half, (cx, cy) = face_latent.RECT_HALF, face_latent.RECT_CENTER
+
+  def view(image, pose):
+    rot, trans, scale = face_latent.pose_to_transform(jnp.asarray([pose], jnp.float32))
+    grid = warp.canonical_crop_grid(rot, trans, scale, (64, 64), 0.5, (cx, cy), half)
+    return np.asarray(warp.sample_volume(image[:, None], grid)[:, 0])
+
+  # Pose zero: the frame's own pixels over the canonical square, read bilinearly (frame coordinates
+  # -1 and 1 are the centres of the first and last pixels).
+  from scipy import ndimage
+  p = np.linspace(-1.0, 1.0, 64)
+  rows, cols = np.meshgrid((cy + half * p + 1) / 2 * 127, (cx + half * p + 1) / 2 * 127, indexing="ij")
+  want = np.stack([ndimage.map_coordinates(np.asarray(img[0, ..., c]), [rows, cols], order=1) for c in range(3)], -1)
+  got = view(img, [0, 0, 0, 0, 0, 0])
+  np.testing.assert_allclose(got[0], want, atol=1e-5)
+  moved = jnp.roll(img, 16, axis=2)
+  np.testing.assert_allclose(view(moved, [0, 0, 0, 16 / 63.5, 0, 0])[0, 4:-4, 4:-4], got[0, 4:-4, 4:-4], atol=1e-5)
+  big = jax.image.resize(img, (1, 256, 256, 3), "linear")[:, 64:192, 64:192]  # 2x about the centre
+  zoomed = view(big, [0, 0, 0, 0, 0, np.log(2.0)])
+  assert np.abs(zoomed[0, 8:-8, 8:-8] - got[0, 8:-8, 8:-8]).mean() < 0.06  # bilinear twice: close, not equal
+  assert np.abs(view(big, [0, 0, 0, 0, 0, 0]) - got).mean() > 0.15      # read at the wrong scale: not
+
+  cfg = config.load("demo", (("face.motion_rectify", "True"),)).face
+  plain, model = face_latent.FaceLatent(config.load("demo").face), face_latent.FaceLatent(cfg)
+  params = model.init(jax.random.key(1), img, img)
+  dyn = params["params"]["dynamics"]["Downsampler_0"]
+  assert float(jnp.abs(dyn["extra_in"]["kernel"]).max()) == 0.0
+  old = jax.tree.map(lambda x: x, params)
+  old["params"]["dynamics"]["Downsampler_0"] = {k: v for k, v in dyn.items() if k != "extra_in"}
+  np.testing.assert_array_equal(np.asarray(model.apply(params, img, img)), np.asarray(plain.apply(old, img, img)))
+
+
 def test_rare_labels_are_checked_and_narrow_the_rare_drivers(corpus):
   from vasa_jax.errors import UserError
   bad = config.load("tiny", (("data.rare_driver", "0.5"), ("data.rare_labels", "blink,wink")))

@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.enc_vol_blocks = 1                # 3D residual blocks on its posed volume (3D convs are slow on CPUs)
   c.face.motion_input = 64                 # identity/pose/dynamics encoders see this size
   c.face.motion_widths = (16, 48, 96)     # thin first stage: full-res convs are the slow ones on CPU
+  c.face.motion_rectify = False    # lever: the dynamics encoder also reads the face rectified to frontal by the pose reading
   c.face.motion_s2d = False        # lever: pose/dynamics encoders fold larger images into channels instead of resizing
   c.face.z_id = 64
   c.face.z_dyn = 64

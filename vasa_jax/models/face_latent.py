@@ -25,6 +25,9 @@ import ml_collections
 from vasa_jax.models import warp
 
 POSE_DIM = 6
+# The canonical square the rectified face covers (`FaceLatent.rectified`), in [-1, 1] frame units at
+# pose zero, y down: eyes (y ~ -0.2) to chin (mouth y ~ 0.35), cheek to cheek, for the synthetic heads.
+RECT_CENTER, RECT_HALF = (0.0, 0.07), 0.5
 # Bounds keep an untrained pose head in a sane range: +-90 degrees of rotation,
 # half the frame of translation, a factor e^+-0.4 of scale.
 _POSE_LIMITS = (math.pi / 2, math.pi / 2, math.pi / 2, 0.5, 0.5, 0.4)
@@ -92,9 +95,13 @@ class Downsampler(nn.Module):
   tap_size: int = 0
 
   @nn.compact
-  def __call__(self, img):
+  def __call__(self, img, extra=None):
+    """`extra`: a second image at the same size (e.g. the rectified face), added after the stem
+    through its own zero-initialised conv, so weights trained without it start unchanged."""
     block2d, _ = _blocks(self.remat)
     x = nn.Conv(self.widths[0], (3, 3))(img * 2.0 - 1.0)
+    if extra is not None:
+      x = x + nn.Conv(self.widths[0], (3, 3), kernel_init=nn.initializers.zeros, name="extra_in")(extra * 2.0 - 1.0)
     tapped = None
     for w in self.widths:
       x = block2d(w)(x)
@@ -140,14 +147,15 @@ class VectorEncoder(nn.Module):
   s2d: bool = False
 
   @nn.compact
-  def __call__(self, img):
+  def __call__(self, img, extra=None):
+    """`extra`: an `input_size`^2 image read beside `img` (`Downsampler`)."""
     size = img.shape[1]
     if size != self.input_size:
       if self.s2d and size > self.input_size and size % self.input_size == 0:
         img = space_to_depth(img, size // self.input_size)
       else:
         img = jax.image.resize(img, (img.shape[0], self.input_size, self.input_size, 3), "linear")
-    x = Downsampler(self.widths, self.remat)(img)
+    x = Downsampler(self.widths, self.remat)(img, extra)
     x = nn.silu(nn.GroupNorm(norm_groups(x.shape[-1]))(x))
     x = jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
     x = nn.silu(nn.Dense(2 * self.out_dim)(x))
@@ -398,7 +406,19 @@ class FaceLatent(nn.Module):
     return self.decode(app, motion["z_pose"], motion["z_dyn"])
 
   def encode_motion(self, img):
-    return {"z_pose": self.pose(img), "z_dyn": self.dynamics(img)}
+    z_pose = self.pose(img)
+    return {"z_pose": z_pose, "z_dyn": self.dynamics(img, self.rectified(img, z_pose))}
+
+  def rectified(self, img, z_pose):
+    """With `motion_rectify`: the face as seen frontally, `motion_input`^2 pixels of the canonical
+    square around eyes and mouth (`RECT_CENTER +- RECT_HALF`), the head's rotation, position and
+    scale undone by the pose encoder's own reading (no gradient flows back into it). Else None."""
+    if not self.cfg.get("motion_rectify", False):
+      return None
+    rot, trans, scale = pose_to_transform(jax.lax.stop_gradient(z_pose))
+    n = self.cfg.motion_input
+    grid = warp.canonical_crop_grid(rot, trans, scale, (n, n), self.cfg.skip_depth, RECT_CENTER, RECT_HALF)
+    return warp.sample_volume(img[:, None], grid)[:, 0]
 
   def encode(self, img, motion=None):
     """All latents of `img`; `v_app` is already in canonical space, `f_app` (skip) stays posed.

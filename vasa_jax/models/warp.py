@@ -143,3 +143,20 @@ def plane_grid(rot_t, trans_t, scale_t, rot_s, trans_s, scale_s, hw: tuple[int, 
   src_BxNx2 = q_BxNx2 @ jnp.swapaxes(a_s[:, :2, :2], -1, -2) + depth * a_s[:, None, :2, 2] + t_s[:, None, :2]
   grid = jnp.concatenate([src_BxNx2, jnp.zeros_like(src_BxNx2[..., :1])], -1)
   return grid.reshape(-1, 1, h, w, 3)
+
+
+def canonical_crop_grid(rot_s, trans_s, scale_s, hw: tuple[int, int], depth: float,
+                        center_xy: tuple[float, float], half: float) -> jax.Array:
+  """Where each pixel of a frontal view of the face plane lies in an image posed by `s_s R_s q + t_s`.
+
+  The view covers the canonical square `center_xy +- half` (image orientation: x right, y down,
+  [-1, 1] across the frame at pose zero), so a crop around eyes and mouth, undone of the head's
+  rotation, position and scale. `plane_grid` with a virtual frontal target that zooms by `1 / half`.
+  Returns `[B, 1, H, W, 3]` for `sample_volume` on a `[B, 1, H, W, C]` image.
+  """
+  b = rot_s.shape[0]
+  eye = jnp.broadcast_to(jnp.eye(3, dtype=rot_s.dtype), (b, 3, 3))
+  cx, cy = center_xy
+  trans_v = jnp.broadcast_to(jnp.array([-cx / half, cy / half, 0.0], rot_s.dtype), (b, 3))
+  scale_v = jnp.full((b,), 1.0 / half, rot_s.dtype)
+  return plane_grid(eye, trans_v, scale_v, rot_s, trans_s, scale_s, hw, depth)
