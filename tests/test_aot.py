@@ -94,6 +94,14 @@ def test_batch_search_finds_the_boundary_in_few_compiles():
   # The start fits, twice the start does not: the gap is halved, not walked down one batch at a time.
   lo, hi, order = aot.largest_fitting(lambda b: 70 + 3 * b, capacity=70 + 3 * 12 + 1, start=8, max_compiles=4)
   assert (lo, hi) == (12, 13) and order == [8, 16, 12, 13]
+  # Memory that grows faster than linearly past some batch: the line through two small fitting batches
+  # overshoots, and the search bisects the gap (as v5p's stage 2 did: 64 and 128 fit, 6330 does not)
+  # instead of trying 6329, 6328, ...
+  def convex(b):
+    return 100 + b + (0 if b < 1000 else (b - 1000) ** 2)
+  lo, hi, order = aot.largest_fitting(convex, capacity=100 + 2000 + 1, start=64, max_compiles=8)
+  assert order[:3] == [64, 128, 2001] and order[3] == (128 + 2001) // 2
+  assert hi - lo < 2001 - 128 and all(b not in order for b in (2000, 1999))
 
 
 _LIBTPU = importlib.util.find_spec("libtpu") is not None

@@ -408,7 +408,8 @@ def _out_of_memory(e: Exception | str) -> bool:
 def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
   """The largest batch b with `total_at(b) <= capacity` (`total_at`: bytes, or None when the compiler
   ran out of memory). Line through the two largest fitting batches -> predicted batch -> verify it and
-  its neighbour; with one fitting batch below one that does not fit, the middle of the two.
+  its neighbour; with one fitting batch below one that does not fit, the middle of the two, and the
+  middle too where the line lands on or next to a batch known not to fit.
   Returns (largest fitting or 0, smallest known not fitting or None, batches tried)."""
   fits: dict[int, int] = {}
   lo, hi, tried = 0, None, []
@@ -436,6 +437,10 @@ def largest_fitting(total_at, capacity: int, start: int, max_compiles: int = 6):
     else:
       guess = 2 * lo
     guess = max(lo + 1, guess if hi is None else min(guess, hi - 1))
+    if hi is not None and (guess >= hi - 1 or guess in tried) and hi - lo > 2:
+      # The line overshoots a batch already known not to fit (memory grows faster than linearly
+      # there): bisect the gap instead of walking down from it one batch at a time.
+      guess = (lo + hi) // 2
     if guess in tried:  # Already known: step next to it.
       guess = lo + 1
     b = guess
