@@ -128,6 +128,25 @@ def test_rare_drivers_are_the_frames_farthest_from_the_clip_median(corpus_dir):
     np.testing.assert_array_equal(plain[key], off[key])
 
 
+def test_cross_clip_drivers_come_from_another_clip_of_the_same_identity(corpus_dir):
+  index = records.open_corpus(corpus_dir).index("train")
+  batches = list(itertools.islice(iter(stage1(corpus_dir, batch_size=4, cross_clip_share=1.0)), 5))
+  for batch in batches:
+    for b in range(4):
+      src, drv = int(batch["src_clip_B"][b]), int(batch["drv_clip_B"][b])
+      assert drv != src and index.identity[drv] == index.identity[src]
+      j = batch["drv_frame_B"][b]
+      assert batch["drv_BxHxWx3"][b, 10, 10, 0] == 10 * drv + j    # the driver clip's pixels
+      assert batch["drv_labels"]["t"][b] == j                      # and its labels
+      assert batch["src_BxHxWx3"][b, 10, 10, 0] == 10 * src + batch["src_frame_B"][b]
+  # Off (the default), every driver is from the source's clip and the draws are unchanged.
+  plain = next(iter(stage1(corpus_dir, batch_size=4)))
+  off = next(iter(stage1(corpus_dir, batch_size=4, cross_clip_share=0.0)))
+  np.testing.assert_array_equal(plain["drv_clip_B"], plain["src_clip_B"])
+  for key in STAGE1_KEYS:
+    np.testing.assert_array_equal(plain[key], off[key])
+
+
 @pytest.mark.parametrize("from_labels", [False, True])
 def test_stage2_windows_are_aligned(corpus_dir, from_labels):
   k, w = 4, 6

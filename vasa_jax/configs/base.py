@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.workers = 0       # grain worker processes (0: read in the main process)
   c.data.rare_driver = 0.0  # lever: share of stage-1 drivers drawn among a clip's rarest expressions (blinks...)
   c.data.rare_labels = ""   # which expression labels rare drivers are drawn for (comma-separated; "" = all)
+  c.data.cross_clip_driver = 0.0  # lever: share of stage-1 drivers from another clip of the source's identity
+                                  # (emotion, gaze, distance differ: the decoder must draw them from labels)
 
   # Stage 1: the face latent space (models/face_latent.py).
   c.face = ml_collections.ConfigDict()

@@ -103,8 +103,10 @@ class _Stage1Example:
 
   def __init__(self, source, index: records.ClipIndex, *, split: str,
                seed: int, max_retries: int, rare_share: float = 0.0,
-               rare_labels: Sequence[str] = (), rare_top: float = 0.1, regions: bool = False):
+               rare_labels: Sequence[str] = (), rare_top: float = 0.1, regions: bool = False,
+               cross_clip_share: float = 0.0):
     self.source, self.split, self.regions = source, split, regions
+    self.cross_clip_share = cross_clip_share
     self.seed, self.max_retries = seed, max_retries
     self.rare_share, self.rare_labels, self.rare_top = rare_share, tuple(rare_labels), rare_top
     self.identity = index.identity.astype(np.int64)
@@ -124,6 +126,16 @@ class _Stage1Example:
     if r >= self.block_start[clip]:
       r += int(self.block_count[clip])
     return int(self.by_identity[r])
+
+  def _same_identity_clip(self, clip: int, rng: np.random.Generator) -> int | None:
+    """Another clip of the same identity, or None where the identity has one clip."""
+    n = int(self.block_count[clip])
+    if n < 2:
+      return None
+    block = self.by_identity[self.block_start[clip]:self.block_start[clip] + n]
+    mine = int(np.flatnonzero(block == clip)[0])
+    r = int(rng.integers(n - 1))
+    return int(block[r + 1 if r >= mine else r])
 
   def _rare_frame(self, clip: int, rng: np.random.Generator) -> int | None:
     """A driver frame where one expression label (drawn at random from `rare_labels`) is far
@@ -156,13 +168,29 @@ class _Stage1Example:
     rng = _example_rng(self.seed, _STAGE1_TAG, example_index)
     n_corrupt = 0
     clip = int(clip)
+    # A cross-clip driver (`cross_clip_share`): the same identity in another of its clips, whose
+    # emotion, gaze and distance differ from the source's, so the decoder must draw them from the
+    # driver's motion instead of copying the source (within a clip they barely change).
+    drv_clip = clip
+    if self.cross_clip_share and rng.random() < self.cross_clip_share:
+      drv_clip = self._same_identity_clip(clip, rng)
+      drv_clip = clip if drv_clip is None else drv_clip
     for _ in range(self.max_retries):
-      i, j = self._pair(clip, rng)
-      pair = _read(self.source, clip, [i, j])
-      if pair is not None:
+      if drv_clip == clip:
+        i, j = self._pair(clip, rng)
+        pair = _read(self.source, clip, [i, j])
+        drv = pair
+      else:
+        i = int(rng.integers(self.num_frames[clip]))
+        j = int(rng.integers(self.num_frames[drv_clip]))
+        pair = _read(self.source, clip, [i])
+        drv = None if pair is None else _read(self.source, drv_clip, [j])
+        if pair is not None and drv is not None:
+          pair = dict(pair, frames=np.stack([pair["frames"][0], drv["frames"][0]]))
+      if pair is not None and drv is not None:
         break
       n_corrupt += 1
-      clip = int(rng.integers(len(self.identity)))
+      clip = drv_clip = int(rng.integers(len(self.identity)))
     else:
       raise _too_many_corrupt(self.split, self.max_retries)
     for _ in range(self.max_retries):
@@ -175,7 +203,7 @@ class _Stage1Example:
     else:
       raise _too_many_corrupt(self.split, self.max_retries)
     labels = pair["labels"]
-    regions = _frame_regions(pair, j) if self.regions else None
+    regions = _frame_regions(drv, j) if self.regions else None
     return {
         **({} if regions is None else {"drv_regions_Bx3x4": regions}),
         "src_BxHxWx3": pair["frames"][0],
@@ -185,11 +213,12 @@ class _Stage1Example:
         "other_id_B": np.int32(other["identity"]),
         "src_clip_B": np.int32(clip),
         "other_clip_B": np.int32(other_clip),
+        "drv_clip_B": np.int32(drv_clip),
         "src_frame_B": np.int32(i),
         "drv_frame_B": np.int32(j),
         "other_frame_B": np.int32(k),
         "src_labels": {n: v[i] for n, v in labels.items()},
-        "drv_labels": {n: v[j] for n, v in labels.items()},
+        "drv_labels": {n: v[j] for n, v in drv["labels"].items()},
         "other_labels": {n: v[k] for n, v in other["labels"].items()},
         "n_corrupt_B": np.int32(n_corrupt),
     }
@@ -338,7 +367,8 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
                    process_count: int | None = None, num_workers: int = 0,
                    read_threads: int = 4, read_buffer: int | None = None,
                    max_retries: int = 16, source=None, rare_share: float = 0.0,
-                   rare_labels: Sequence[str] = (), regions: bool = False) -> grain.IterDataset:
+                   rare_labels: Sequence[str] = (), regions: bool = False,
+                   cross_clip_share: float = 0.0) -> grain.IterDataset:
   """Stage-1 batches of same-clip frame pairs + cross-identity frames.
 
   One epoch draws every clip once as the source clip. num_epochs=None repeats
@@ -347,7 +377,10 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
   median (a blink, a wide-open mouth, a glance aside), which uniform draws see seldom
   (eyes are shut in ~5% of frames). `regions`: each example also carries its driver's eye and
   mouth ellipses (`drv_regions_Bx3x4`, for `loss.face_regions`) where the clip's geometry or
-  landmarks give them. process_index/count default to jax's. `source` overrides the
+  landmarks give them. `cross_clip_share`: that share of drivers is a frame of another clip of the
+  source's identity (a synthetic identity looks the same in all its clips, but its emotion, gaze and
+  distance differ between them; use it on real video only where a person's clips share the setting).
+  process_index/count default to jax's. `source` overrides the
   split's ArrayRecord source (same records, e.g. cached in memory).
   Checkpoint `iter(ds)` with grain.checkpoint.CheckpointSave.
   """
@@ -364,7 +397,7 @@ def stage1_dataset(corpus: records.Corpus | str | os.PathLike, split: str, *,
   transform = _Stage1Example(
       source if source is not None else corpus.source(split), index,
       split=split, seed=seed, max_retries=max_retries, rare_share=rare_share,
-      rare_labels=rare_labels, regions=regions)
+      rare_labels=rare_labels, regions=regions, cross_clip_share=cross_clip_share)
   return _assemble(len(index), transform, seed=seed, num_epochs=num_epochs,
                    batch_size=batch_size, process_index=process_index,
                    process_count=process_count, num_workers=num_workers,

@@ -34,6 +34,8 @@ def build_stage1(cfg, corpus_dir: str):
     label_std = stage1.label_spreads(corpus, cfg.data.split)
   elif cfg.train.trainable != "all":
     raise UserError(f"train.trainable must be 'all' or 'motion_encoders', got {cfg.train.trainable!r}")
+  if not 0.0 <= cfg.data.cross_clip_driver <= 1.0:
+    raise UserError(f"data.cross_clip_driver is a share of drivers, in [0, 1]; got {cfg.data.cross_clip_driver}")
   if not 0.0 <= cfg.data.rare_driver <= 1.0:
     raise UserError(f"data.rare_driver is a share of drivers, in [0, 1]; got {cfg.data.rare_driver}")
   rare_labels = tuple(n.strip() for n in cfg.data.rare_labels.split(",") if n.strip()) or DYN_LABELS
@@ -46,7 +48,8 @@ def build_stage1(cfg, corpus_dir: str):
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
                                     num_workers=cfg.data.workers, rare_share=cfg.data.rare_driver,
-                                    rare_labels=rare_labels, regions=cfg.loss.face_regions > 0)
+                                    rare_labels=rare_labels, regions=cfg.loss.face_regions > 0,
+                                    cross_clip_share=cfg.data.cross_clip_driver)
   return task, dataset
 
 
