@@ -80,6 +80,10 @@ def test_evaluate_takes_a_bundle_and_reads_pixels(tiny, tmp_path, capsys):
   # The corpus' renders as a ruler: the true frames read their own labels back.
   assert "same ruler on the true frames" in table
   assert res["mouth_px_gt"] > 0.9 and -1 <= res["mouth_px_out"] <= 1 and -1 <= res["blink_px_out"] <= 1
+  # Every emotion asked of stage 1 through the labels, read back from its pixels.
+  assert "each emotion asked of" in table and res["transfer_portraits"] >= 1
+  assert 0 <= res["emotion_transfer_acc"] <= 1 and set(res["emotion_transfer_per"]) == set(synthetic.EMOTIONS)
+  assert np.isfinite(res["smile_slope"]) and np.isfinite(res["brow_slope"])
   out_json = str(tmp_path / "s2.json")
   assert cli.run(evaluate.main, evaluate.parser(),
                  ["--stage", "2", "--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--readout",

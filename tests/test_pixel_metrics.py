@@ -162,3 +162,19 @@ def test_read_controls_reads_true_frames_back_and_follows_a_changed_gaze_or_dist
   np.testing.assert_allclose(read_far["distance"], 1.15, atol=0.01)
   # What is not changed still reads right.
   np.testing.assert_allclose(read_turned["distance"], labels["distance"][::3], atol=0.01)
+
+
+def test_expression_transfer_recognises_what_a_true_renderer_draws_and_not_a_frozen_one():
+  """Known answers: the corpus renderer itself draws every asked emotion (all recognised, slopes ~1);
+  a decoder that ignores the asked smile and brow (it redraws the clip as it was) follows none of them."""
+  clip = synthetic.make_clip(3, 1, 9, 64)
+  labels = {k: v[::4] for k, v in clip["labels"].items()}
+  ident = synthetic.identity_params(3)
+  true = evaluate.transfer_summary(evaluate.expression_transfer(
+      lambda asked: synthetic.render_frames(ident, asked, 64), 3, labels))
+  assert true["emotion_transfer_acc"] == 1.0
+  assert true["smile_slope"] == pytest.approx(1.0, abs=0.1) and true["brow_slope"] == pytest.approx(1.0, abs=0.1)
+  frozen_frames = synthetic.render_frames(ident, labels, 64)
+  frozen = evaluate.transfer_summary(evaluate.expression_transfer(lambda asked: frozen_frames, 3, labels))
+  assert frozen["emotion_transfer_acc"] <= 0.4
+  assert abs(frozen["smile_slope"]) < 0.1 and abs(frozen["brow_slope"]) < 0.1

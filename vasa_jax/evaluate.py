@@ -72,6 +72,37 @@ def _metrics_fn(face: FaceModel):
   return reenact
 
 
+TRANSFER_CLIPS = 5    # portraits asked for every emotion by `evaluate --stage 1`
+TRANSFER_FRAMES = 3   # frames drawn per portrait and emotion
+
+
+def expression_transfer(draw, identity_id: int, labels: dict) -> list[tuple[int, float, float, int]]:
+  """Stage 1 asked for each emotion in turn, whatever the portrait shows: `labels` (a few frames of a
+  synthetic clip) with smile and brow set to each emotion's centre are drawn by `draw(labels) -> frames`,
+  and smile and brow are read back from the pixels with the corpus' renders as the ruler
+  (`synthetic.read_controls`). Returns per emotion (asked, drawn smile, drawn brow, recognised)."""
+  rows = []
+  for e, name in enumerate(synthetic.EMOTIONS):
+    smile, brow = readout_lib.emotion_centre(name)
+    asked = dict(labels, smile=np.full_like(labels["smile"], smile), brow=np.full_like(labels["brow"], brow))
+    read = synthetic.read_controls(identity_id, asked, draw(asked), stride=1, keys=("smile", "brow"))
+    rows.append((e, float(np.mean(read["smile"])), float(np.mean(read["brow"])),
+                 readout_lib.emotion_of(read["smile"], read["brow"])))
+  return rows
+
+
+def transfer_summary(rows) -> dict:
+  """Recognised share overall and per emotion, and how much of the asked smile and brow the drawn
+  ones follow (least-squares slope of drawn on asked: 1 = all of it, 0 = none)."""
+  rows = np.asarray(rows, np.float64)
+  asked = np.array([readout_lib.emotion_centre(synthetic.EMOTIONS[int(e)]) for e in rows[:, 0]])
+  slope = lambda x, y: float(np.polyfit(x, y, 1)[0])  # noqa: E731
+  return {"emotion_transfer_acc": float(np.mean(rows[:, 3] == rows[:, 0])),
+          "emotion_transfer_per": {name: float(np.mean(rows[rows[:, 0] == e, 3] == e))
+                                   for e, name in enumerate(synthetic.EMOTIONS)},
+          "smile_slope": slope(asked[:, 0], rows[:, 1]), "brow_slope": slope(asked[:, 1], rows[:, 2])}
+
+
 def region_psnr(out_NxHxWx3, gt_NxHxWx3, mask_NxHxW) -> np.ndarray:
   """PSNR per frame over the masked pixels only (NaN where a frame's mask is empty)."""
   err = ((np.clip(out_NxHxWx3, 0, 1) - gt_NxHxWx3) ** 2).mean(-1)
@@ -160,10 +191,23 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
         acc["pose_err_drv"].extend(np.abs(np.asarray(pose_drv) - true_angles[sl]).mean(-1).tolist())
     return np.concatenate(outs)
 
+  transfer = []
   for i in range(n):
     clip = records.decode_clip(bench[i])
     frames = clip["frames"].astype(np.float32) / 255.0
     idx = np.arange(frame_stride, len(frames), frame_stride)
+    if i < TRANSFER_CLIPS and clip.get("source") == "synthetic" and all(
+        k in clip["labels"] for k in (*POSE_LABELS, *DYN_LABELS)):
+      # Each emotion asked of the decoder from this portrait through the labels, as label-space stage 2
+      # asks it (`--emotion`): drawn or not, whatever emotion the portrait itself shows.
+      t_idx = np.linspace(frame_stride, len(frames) - 1, TRANSFER_FRAMES).astype(int)
+      src_t = tuple(x[0] for x in label_targets(clip["labels"], [0]))
+
+      def draw(asked, t_idx=t_idx, src_t=src_t, frames=frames):
+        lab = (src_t[0][None], src_t[1][None], label_motion.pose_target(asked), label_motion.dyn_target(asked))
+        return np.asarray(reenact(params, frames[0][None], frames[t_idx], frames[t_idx], lab)[0])
+
+      transfer += expression_transfer(draw, clip["identity"], {k: np.asarray(v)[t_idx] for k, v in clip["labels"].items()})
     src_lab = drv_lab = None
     if motion_from == "labels":
       src_lab = tuple(x[0] for x in label_targets(clip["labels"], [0]))
@@ -227,6 +271,8 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
       out[f"{k}_px_out"] = correlation(px[f"{k}_out"], px[f"{k}_true"])
       out[f"{k}_px_gt"] = correlation(px[f"{k}_gt"], px[f"{k}_true"])
   out.update({k: face_identity.pooled(v) for k, v in ident.items() if identity})
+  if transfer:
+    out.update(transfer_summary(transfer), transfer_portraits=len(transfer) // len(synthetic.EMOTIONS))
   return out
 
 
@@ -256,6 +302,12 @@ def format_stage1(res: dict) -> str:
     lines.append("carried from driver to output, read by the read-out network (correlation with the driver's true label):")
     lines.append(f"  mouth opening {res['mouth_corr_out']:.3f}   blink {res['blink_corr_out']:.3f}   "
                  f"(read-out on the true frames: {res['mouth_corr_gt']:.3f} / {res['blink_corr_gt']:.3f})")
+  if "emotion_transfer_acc" in res:
+    per = "  ".join(f"{k} {v:.2f}" for k, v in res["emotion_transfer_per"].items())
+    lines.append(f"each emotion asked of {res['transfer_portraits']} portraits through the labels (smile and brow read "
+                 "from pixels, corpus renders as the ruler):")
+    lines.append(f"  recognised {res['emotion_transfer_acc']:.2f} ({per}); drawn/asked slope: smile "
+                 f"{res['smile_slope']:.2f}, brow {res['brow_slope']:.2f}")
   lines += _identity_rows(res)
   return "\n".join(lines)
 

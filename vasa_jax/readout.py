@@ -101,6 +101,11 @@ class Readout:
     return {k: pred[:, i] for i, k in enumerate(self.names)}
 
 
+def emotion_centre(name: str) -> tuple[float, float]:
+  """The (smile, brow) an emotion is drawn with at rest (the corpus' baselines)."""
+  return _EMOTION_SMILE_BROW[name]
+
+
 def emotion_of(smile, brow) -> int:
   """The emotion whose (smile, brow) centre is nearest the clip's mean read-out."""
   centres = np.array([_EMOTION_SMILE_BROW[e] for e in EMOTIONS])

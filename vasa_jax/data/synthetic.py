@@ -35,6 +35,7 @@ exact motion of benchmark clip B, attrs.motion_source = B's clip_id).
 
 import multiprocessing
 import os
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -361,7 +362,8 @@ _CONTROL_GRIDS = {"gaze_theta": np.linspace(-0.6, 0.6, 25), "gaze_phi": np.linsp
                   "brow": np.linspace(-1.0, 1.0, 21)}
 
 
-def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, stride: int = 4) -> dict:
+def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, stride: int = 4,
+                  keys: Sequence[str] | None = None) -> dict:
   """Gaze, distance, smile and brow read from a clip's pixels: {name: float [ceil(T / stride)]}.
 
   For every `stride`-th frame and each of those labels, the corpus renders the frame
@@ -372,14 +374,15 @@ def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *,
   drawn smaller as a larger distance, whatever the latents said. Ground-truth frames
   read their own labels back (tests check it); on a model's output, `labels` are what
   it was asked to draw (stage 2's label-space motion), which fixes everything but the
-  label being read.
+  label being read. `keys`: read only these (default: all of `_CONTROL_GRIDS`).
   """
+  grids = _CONTROL_GRIDS if keys is None else {k: _CONTROL_GRIDS[k] for k in keys}
   x = np.asarray(frames_TxHxWx3)[::stride]
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
   sub = {k: np.asarray(v, np.float32)[::stride] for k, v in labels.items()}
   ident = identity_params(identity_id)
   out = {}
-  for key, grid in _CONTROL_GRIDS.items():
+  for key, grid in grids.items():
     err = np.stack([((render_frames(ident, dict(sub, **{key: np.full_like(sub[key], v)}), x.shape[1])
                       .astype(np.float32) / 255.0 - x) ** 2).sum((1, 2, 3)) for v in grid], -1)  # [T, G]
     i = np.clip(err.argmin(-1), 1, len(grid) - 2)
