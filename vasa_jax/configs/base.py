@@ -70,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.face.skip_depth = 0.5          # canonical depth of the face plane that warps the 2D skip (volume units)
   c.face.free_dyn_from_portrait = False  # decode_motion keeps the portrait's free z_dyn dims (set where dyn_free_from_src = 1)
   c.face.remat = False            # recompute block activations in the backward pass (memory)
+  c.face.remat_decodes = False    # training: decode the step's images one job at a time (a loop), each
+                                  # recomputed whole in the backward pass: ~1/6 of the decodes' memory
+                                  # for one more decoder forward (memory; the paper config on v5e)
 
   c.disc = ml_collections.ConfigDict()
   c.disc.widths = (32, 64, 128)
@@ -108,6 +111,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 4          # global, split over all devices
+  c.train.microbatches = 1        # gradient accumulation: each device's share run in this many slices, one
+                                  # after another (memory of one slice; the batch per device must divide)
   c.train.steps = 5000
   c.train.lr_gen = 2e-4
   c.train.init_from = ""          # a new run starts from this run folder's (EMA) or bundle's generator weights, fresh optimisers
@@ -161,6 +166,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.motion_train = ml_collections.ConfigDict()
   c.motion_train.batch_size = 32
+  c.motion_train.microbatches = 1  # gradient accumulation, as train.microbatches
   c.motion_train.steps = 20000
   c.motion_train.lr = 3e-4
   c.motion_train.warmup = 500

@@ -153,6 +153,8 @@ class Target:
   state: object = None     # (abstract state, shardings) of a train step, for the sharding line
   run: object = None       # (compiled, per_chip_batch) -> one real call's metrics (fake CPU devices)
   note: str = ""           # how to read its GFLOP
+  flops_lower: object = None  # the same step with its loops unrolled, where XLA would count a loop's body once
+  multiple: int = 1        # batches per chip it accepts are multiples of this (its microbatches)
 
 
 def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
@@ -223,8 +225,16 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
           real[key] = np.zeros(v.shape, np.float32)
       return run_once(compiled, task.init, state1[1], (), real, "loss/gen")
 
+    flops1 = None
+    if cfg.face.remat_decodes:  # Its decodes run in a loop: count FLOPs on a twin with the loop unrolled.
+      twin = stage1.Stage1(cfg, cfg.idnet.num_classes)
+      twin.unroll_decodes = True
+      twin_step = jax.jit(twin.train_step, in_shardings=(state1[1], data, repl), out_shardings=(state1[1], repl),
+                          donate_argnums=(0,))
+      flops1 = lambda b: twin_step.lower(state1[0], batch1(b * n), rng_in)  # noqa: E731
     targets.append(Target("stage 1 train step", "examples", per_chip(cfg.train.batch_size),
-                          lambda b: step1.lower(state1[0], batch1(b * n), rng_in), state1, run1))
+                          lambda b: step1.lower(state1[0], batch1(b * n), rng_in), state1, run1,
+                          flops_lower=flops1, multiple=cfg.train.microbatches))
 
   if "2" in stages:
     task2 = stage2.Stage2(cfg, np.zeros(m, np.float32), np.ones(m, np.float32), wav2vec2_cfg=w2v_cfg)
@@ -247,7 +257,8 @@ def build_targets(cfg, mesh, stages, rng_seed: int = 0) -> list[Target]:
       return run_once(compiled, task2.init, state2[1], frozen, real, "loss/x0")
 
     targets.append(Target("stage 2 train step", "windows", per_chip(cfg.motion_train.batch_size),
-                          lambda b: step2.lower(state2[0], batch2(b * n), rng_in), state2, run2))
+                          lambda b: step2.lower(state2[0], batch2(b * n), rng_in), state2, run2,
+                          multiple=cfg.motion_train.microbatches))
 
   if "sampler" in stages:
     # The streaming sampler's two jitted steps (stream.py), as `sample` and the app build them.
@@ -483,9 +494,9 @@ def main(args) -> int:
   n = len(devices)
   mesh = mesh_lib.make_mesh(cfg.mesh, devices)
   if "1" in stages:
-    mesh_lib.check_batch_size(cfg.train.batch_size, n)
+    mesh_lib.check_batch_size(cfg.train.batch_size, n, cfg.train.microbatches)
   if "2" in stages:
-    mesh_lib.check_batch_size(cfg.motion_train.batch_size, n)
+    mesh_lib.check_batch_size(cfg.motion_train.batch_size, n, cfg.motion_train.microbatches)
   print(f"config {cfg.name}: {where}; mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']} "
         f"(mesh.fsdp={cfg.mesh.fsdp}, fsdp_min_params={cfg.mesh.fsdp_min_params})", flush=True)
   fit = args.fit if args.fit is not None else topo is not None
@@ -507,7 +518,8 @@ def main(args) -> int:
           lowered = target.lower(b)
           module = module_name(lowered)
           mem = probe_memory(probe_argv, target.name, b, module)
-          result = None if mem is None else MemoryProbe(mem, lowered_gflop(lowered) / n)
+          counted = lowered if target.flops_lower is None else target.flops_lower(b)
+          result = None if mem is None else MemoryProbe(mem, lowered_gflop(counted) / n)
           compiled_at[b] = (result, time.time() - t0)
           return compiled_at[b]
         compiled_at[b] = (target.lower(b).compile(), time.time() - t0)
@@ -525,7 +537,10 @@ def main(args) -> int:
     else:
       mem = memory(compiled)
       how = "memory assigned in" if args.memory_only else "compiled in"
-      print(f"{head}: {how} {seconds:.1f} s; {gflop(compiled):.2f} GFLOP per step per chip", flush=True)
+      flops = gflop(compiled)
+      if target.flops_lower is not None and not isinstance(compiled, MemoryProbe):
+        flops = lowered_gflop(target.flops_lower(target.batch)) / n  # its loop counted whole
+      print(f"{head}: {how} {seconds:.1f} s; {flops:.2f} GFLOP per step per chip", flush=True)
       if target.note:
         print(f"  ({target.note})", flush=True)
       if mem is not None:
@@ -545,8 +560,13 @@ def main(args) -> int:
         mem = None if c is None else memory(c)
         return None if mem is None else mem["total"]
 
-      lo, hi, tried = largest_fitting(total_at, topo.hbm_bytes, target.batch, args.max_compiles)
-      bound = "" if hi is not None and hi == lo + 1 else " (search stopped at --max-compiles: a lower bound)"
+      # With microbatches the batch per chip moves in whole slices: search over the slice count.
+      k = target.multiple
+      lo, hi, tried = largest_fitting(lambda j: total_at(j * k), topo.hbm_bytes, target.batch // k, args.max_compiles)
+      lo, hi, tried = lo * k, None if hi is None else hi * k, [j * k for j in tried]
+      bound = "" if hi is not None and hi == lo + k else " (search stopped at --max-compiles: a lower bound)"
+      if k > 1:
+        bound += f" ({k} microbatches)"
       if args.memory_only:  # Code generation adds temporaries: the assigned totals are lower bounds.
         bound += "; from buffer assignment before code generation, so at most this"
       print(f"  largest batch per chip that fits {HBM_GIB[topo.generation]} GiB: {lo} {target.unit}{bound} "

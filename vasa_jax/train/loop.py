@@ -129,7 +129,7 @@ def run(task: Task, cfg: ml_collections.ConfigDict, workdir: str, dataset: Any, 
 def _run(task, cfg, workdir, dataset, t, num_steps, on_log, preempted) -> Any:
   workdir = paths.make_folder(workdir)
   mesh = mesh_lib.make_mesh(cfg.get("mesh"))
-  mesh_lib.check_batch_size(t.batch_size)
+  mesh_lib.check_batch_size(t.batch_size, microbatches=t.get("microbatches", 1))
   rng = jax.random.key(cfg.seed)
   repl = mesh_lib.replicated(mesh)
 

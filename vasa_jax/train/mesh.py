@@ -89,10 +89,13 @@ def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def check_batch_size(global_batch: int, num_devices: int | None = None) -> None:
+def check_batch_size(global_batch: int, num_devices: int | None = None, microbatches: int = 1) -> None:
   n = jax.device_count() if num_devices is None else num_devices
   if global_batch % n:
     raise UserError(f"batch size {global_batch} does not split over {n} devices; use a multiple of {n}")
+  if microbatches < 1 or (global_batch // n) % microbatches:
+    raise UserError(f"microbatches {microbatches}: each of the {n} devices' {global_batch // n} examples must "
+                    f"split into that many equal slices; accepted: a divisor of {global_batch // n}")
 
 
 def put_batch(batch, mesh):

@@ -92,6 +92,7 @@ class Stage1:
     self.gan_used = cfg.train.gan_start < cfg.train.steps
     # Likewise the cross-identity decode exists only for the losses that read it.
     self.cross_used = bool(cfg.loss.cross_id or cfg.loss.motion_cos)
+    self.unroll_decodes = False  # `face.remat_decodes`' loop unrolled: for `aot`'s FLOP count only
     t = cfg.train
     self.tx = {
         "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(gen_lr(t), b1=t.b1, b2=t.b2)),
@@ -196,11 +197,26 @@ class Stage1:
       jobs += [("pose_j", a_d, a_s["z_pose"], a_d["z_dyn"]), ("pose_i", a_s, a_s["z_pose"], a_d["z_dyn"])]
     if c.dyn_cons:
       jobs += [("dyn_j", a_d, a_d["z_pose"], a_s["z_dyn"]), ("dyn_i", a_s, a_d["z_pose"], a_s["z_dyn"])]
-    cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
-    # Every appearance entry the encoder gave (decode reads those it needs: `face_latent.app_keys`).
-    app = {k: cat([j[1][k] for j in jobs]) for k in jobs[0][1] if k != "z_dyn"}
-    images = self.decode(gen_params, app, cat([j[2] for j in jobs]), cat([j[3] for j in jobs]))
     out = {"a_s": a_s, "a_d": a_d, "m_o": m_o}
+    keys = [k for k in jobs[0][1] if k != "z_dyn"]  # Every appearance entry (decode reads what it needs).
+    if self.cfg.face.remat_decodes:
+      # One job at a time, each decode recomputed in the backward pass: what is kept for the gradient
+      # is each job's inputs and image, not the activations of all the decodes at once. Stacked (not
+      # concatenated) so every job's batch keeps its own split over the data axis.
+      stack = lambda xs: jnp.stack(xs, axis=0)  # noqa: E731
+      app = {k: stack([j[1][k] for j in jobs]) for k in keys}
+      one = jax.checkpoint(lambda a, pose, dyn: self.decode(gen_params, a, pose, dyn))
+      # `unroll_decodes` (set by `aot` for counting FLOPs only): XLA's cost analysis counts a loop's
+      # body once, an unrolled loop's every copy.
+      _, images = jax.lax.scan(lambda c, x: (c, one(*x)), None,
+                               (app, stack([j[2] for j in jobs]), stack([j[3] for j in jobs])),
+                               unroll=len(jobs) if self.unroll_decodes else 1)
+      for n, job in enumerate(jobs):
+        out[job[0]] = images[n]
+      return out
+    cat = lambda xs: jnp.concatenate(xs, axis=0)  # noqa: E731
+    app = {k: cat([j[1][k] for j in jobs]) for k in keys}
+    images = self.decode(gen_params, app, cat([j[2] for j in jobs]), cat([j[3] for j in jobs]))
     for n, job in enumerate(jobs):
       out[job[0]] = images[n * b:(n + 1) * b]
     return out
@@ -280,9 +296,15 @@ class Stage1:
     total = c.pose_sup * terms["pose_sup"] + c.dyn_sup * terms["dyn_sup"] + c.free_anchor * terms["free_anchor"]
     return total, terms
 
-  def _encoder_step(self, state: State, batch: dict) -> tuple[State, dict]:
+  def _encoder_step(self, state: State, batch: dict, rng) -> tuple[State, dict]:
     p = state.params
-    (total, terms), grads = jax.value_and_grad(self.encoder_loss, has_aux=True)(p["gen"], p["anchor"], batch)
+
+    def grads_of(part, _):
+      (total, terms), grads = jax.value_and_grad(self.encoder_loss, has_aux=True)(p["gen"], p["anchor"], part)
+      return grads, {"total": total, **terms}
+
+    grads, terms = state_lib.accumulate(grads_of, batch, rng, self.cfg.train.microbatches)
+    total = terms.pop("total")
     # Only the pose and dynamics encoders learn; every other weight keeps its value.
     trained = ("pose", "dynamics")
     grads = {"params": {k: (g if k in trained else jax.tree.map(jnp.zeros_like, g))
@@ -317,22 +339,12 @@ class Stage1:
     """One simultaneous update of generator, discriminator and identity net."""
     batch = prepare_batch(batch)
     if self.encoders_only:
-      return self._encoder_step(state, batch)
+      return self._encoder_step(state, batch, rng)
     p = state.params
     gan_on = (state.step >= self.cfg.train.gan_start).astype(jnp.float32)
-    (g_total, (terms, out)), g_grads = jax.value_and_grad(self.gen_loss, has_aux=True)(
-        p["gen"], p, batch, gan_on, rng)
-    if self.gan_used:
-      fake = jax.lax.stop_gradient(out["recon"])
-      d_total, d_grads = jax.value_and_grad(self.disc_loss)(p["disc"], batch["drv"], fake)
-      d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
-    else:
-      d_total, d_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, p["disc"])
-    if self.cross_used:  # The identity net serves only the cross-identity loss.
-      i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
-    else:
-      i_total, i_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, (p["idnet"], p["id_classes"]))
-
+    (g_grads, d_grads, i_grads), scalars = state_lib.accumulate(
+        lambda part, r: self.grads(p, part, gan_on, r), batch, rng, self.cfg.train.microbatches)
+    g_total, d_total, i_total = scalars.pop("loss/gen"), scalars.pop("loss/disc"), scalars.pop("loss/idnet")
     finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(i_total)
     new_params, new_opt = dict(p), dict(state.opt)
     for group, params_g, grads in (("gen", p["gen"], g_grads), ("disc", p["disc"], d_grads),
@@ -349,9 +361,27 @@ class Stage1:
     ema = state_lib.ema_update(state.ema, new_params["gen"], state.step, self.cfg.train.ema_decay)
     ema = state_lib.keep_if_finite(finite, ema, state.ema)
     metrics = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,
-               "finite": finite.astype(jnp.float32), "psnr/recon": psnr(out["recon"], batch["drv"]),
-               **{f"terms/{k}": v for k, v in terms.items()}}
+               "finite": finite.astype(jnp.float32), **scalars}
     return State(step=state.step + 1, params=new_params, opt=new_opt, ema=ema), metrics
+
+  def grads(self, p, batch, gan_on, rng):
+    """Gradients of the generator, discriminator and identity net on one (micro)batch, and its
+    scalar metrics: what `train_step` averages over `train.microbatches` and applies."""
+    (g_total, (terms, out)), g_grads = jax.value_and_grad(self.gen_loss, has_aux=True)(
+        p["gen"], p, batch, gan_on, rng)
+    if self.gan_used:
+      fake = jax.lax.stop_gradient(out["recon"])
+      d_total, d_grads = jax.value_and_grad(self.disc_loss)(p["disc"], batch["drv"], fake)
+      d_grads = jax.tree.map(lambda g: g * gan_on, d_grads)
+    else:
+      d_total, d_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, p["disc"])
+    if self.cross_used:  # The identity net serves only the cross-identity loss.
+      i_total, i_grads = jax.value_and_grad(self.idnet_loss)((p["idnet"], p["id_classes"]), batch)
+    else:
+      i_total, i_grads = jnp.zeros(()), jax.tree.map(jnp.zeros_like, (p["idnet"], p["id_classes"]))
+    scalars = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,
+               "psnr/recon": psnr(out["recon"], batch["drv"]), **{f"terms/{k}": v for k, v in terms.items()}}
+    return (g_grads, d_grads, i_grads), scalars
 
   def host_batch(self, raw: dict) -> dict:
     return batch_from_pipeline(raw, self.class_of)

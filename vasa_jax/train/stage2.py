@@ -111,7 +111,11 @@ class Stage2:
     return diffusion.x0_loss(pred, x0), pred
 
   def train_step(self, state: State, batch: dict, rng) -> tuple[State, dict]:
-    (loss, _), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, rng, state.stats)
+    def grads_of(part, r):
+      (loss, _), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, part, r, state.stats)
+      return grads, loss
+
+    grads, loss = state_lib.accumulate(grads_of, batch, rng, self.cfg.motion_train.microbatches)
     finite = jnp.isfinite(loss)
     updates, opt = self.tx.update(grads, state.opt, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -4,6 +4,7 @@
                                           (`sharding`: one for every leaf, or a rule leaf -> sharding)
   keep_if_finite(finite, new, old)      -> `new` where the step's loss was finite, else `old`
   ema_update(ema, params, step, decay)  -> the EMA of the weights sampling uses
+  accumulate(fn, batch, rng, m)         -> the mean of `fn` over m microbatches, run one after another
 
 Pure functions over pytrees, used inside the jitted steps (`stage1.py`, `stage2.py`)
 and by the loop and the AOT compiler, which build the state the same way.
@@ -46,3 +47,35 @@ def ema_decay(max_decay: float, step: jax.Array) -> jax.Array:
 def ema_update(ema: Any, params: Any, step: jax.Array, max_decay: float) -> Any:
   decay = ema_decay(max_decay, step)
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def accumulate(fn: Callable[[Any, jax.Array], Any], batch: Any, rng: jax.Array, microbatches: int) -> Any:
+  """Gradient accumulation: the mean of `fn(microbatch, rng_i)` (gradients and scalar metrics, all
+  floating point) over `microbatches` equal slices of `batch`, computed one after another in a loop,
+  so only one slice's activations are alive at a time. With 1, `fn(batch, rng)` itself.
+
+  Slice i holds rows i, i + m, i + 2m, ...: with the batch split over devices in contiguous blocks
+  whose size m divides, every slice keeps that split and no example moves between devices.
+  Per-example losses averaged over equal slices give the whole batch's gradient; a term that couples
+  the examples of a batch (a contrastive one) sees one slice at a time. Slice i draws from
+  `fold_in(rng, i)`.
+  """
+  m = int(microbatches)
+  if m == 1:
+    return fn(batch, rng)
+
+  def split(x):
+    if x.shape[0] % m:
+      raise ValueError(f"a batch of {x.shape[0]} does not split into {m} microbatches")
+    return x.reshape(x.shape[0] // m, m, *x.shape[1:]).swapaxes(0, 1)
+
+  parts = jax.tree.map(split, batch)
+  shapes = jax.eval_shape(fn, jax.tree.map(lambda x: x[0], parts), rng)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def body(total, xs):
+    i, part = xs
+    return jax.tree.map(jnp.add, total, fn(part, jax.random.fold_in(rng, i))), None
+
+  total, _ = jax.lax.scan(body, zeros, (jnp.arange(m), parts))
+  return jax.tree.map(lambda t: t / m, total)
