@@ -92,7 +92,6 @@ class Stage1:
     self.gan_used = cfg.train.gan_start < cfg.train.steps
     # Likewise the cross-identity decode exists only for the losses that read it.
     self.cross_used = bool(cfg.loss.cross_id or cfg.loss.motion_cos)
-    self.unroll_decodes = False  # `face.remat_decodes`' loop unrolled: for `aot`'s FLOP count only
     t = cfg.train
     self.tx = {
         "gen": optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adam(gen_lr(t), b1=t.b1, b2=t.b2)),
@@ -206,11 +205,9 @@ class Stage1:
       stack = lambda xs: jnp.stack(xs, axis=0)  # noqa: E731
       app = {k: stack([j[1][k] for j in jobs]) for k in keys}
       one = jax.checkpoint(lambda a, pose, dyn: self.decode(gen_params, a, pose, dyn))
-      # `unroll_decodes` (set by `aot` for counting FLOPs only): XLA's cost analysis counts a loop's
-      # body once, an unrolled loop's every copy.
+      # (XLA's cost analysis counts this loop's body once: `perf.flops` adds the other trips.)
       _, images = jax.lax.scan(lambda c, x: (c, one(*x)), None,
-                               (app, stack([j[2] for j in jobs]), stack([j[3] for j in jobs])),
-                               unroll=len(jobs) if self.unroll_decodes else 1)
+                               (app, stack([j[2] for j in jobs]), stack([j[3] for j in jobs])))
       for n, job in enumerate(jobs):
         out[job[0]] = images[n]
       return out
