@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import corpora
+from jitter import jitter
 from vasa_jax import config
 from vasa_jax.errors import UserError
 from vasa_jax.train import __main__ as train_main
@@ -59,9 +60,7 @@ def test_stage1_with_microbatches_takes_the_whole_batch_gradient(tmp_path):
   from vasa_jax.train import stage1
   batch = stage1.prepare_batch(task.host_batch(next(iter(dataset))))
   p = task.init(jax.random.key(0)).params
-  leaves, tree = jax.tree.flatten(p["gen"])
-  keys = jax.random.split(jax.random.key(5), len(leaves))
-  p = dict(p, gen=jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]))
+  p = dict(p, gen=jitter(p["gen"], 0.02))
   fn = lambda part, r: task.grads(p, part, 1.0, r)  # noqa: E731  (GAN on: the discriminator learns too)
   whole = jax.jit(fn)(batch, jax.random.key(1))
   halves = jax.jit(lambda b: state_lib.accumulate(fn, b, jax.random.key(1), 2))(batch)

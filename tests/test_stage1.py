@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import corpora
+from jitter import jitter
 from vasa_jax import cli, config
 from vasa_jax.models import face_latent
 from vasa_jax.train import __main__ as train_main
@@ -152,9 +153,7 @@ def test_free_dyn_dims_come_from_the_portrait_when_the_decoder_was_trained_so():
     face = FaceModel(config.load("tiny", (("face.free_dyn_from_portrait", str(flag)),)).face)
     params = face.init(jax.random.key(1))
     # Zero-initialised FiLM and flow heads would hide z_dyn entirely: jitter every weight.
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(5), len(leaves))
-    params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    params = jitter(params, 0.05)
     app = face.encode(params, img)
     outs[flag] = [np.asarray(face.decode_motion(params, app, m)) for m in (motion, other_free)]
   np.testing.assert_array_equal(outs[True][0], outs[True][1])      # The driver's free dims are not read.
@@ -397,9 +396,7 @@ def test_remat_decodes_gives_the_same_loss_and_gradient_one_job_at_a_time(corpus
     batch = stage1.prepare_batch(task.host_batch(next(iter(dataset))))
     state = task.init(jax.random.key(0))
     # Zero-initialised heads would hide most of the graph from the gradient: jitter every weight.
-    leaves, tree = jax.tree.flatten(state.params["gen"])
-    keys = jax.random.split(jax.random.key(5), len(leaves))
-    gen = jax.tree.unflatten(tree, [x + 0.02 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    gen = jitter(state.params["gen"], 0.02)
     fn = jax.jit(jax.value_and_grad(task.gen_loss, has_aux=True))
     (total, (terms, out)), grads = fn(gen, state.params, batch, 0.0, jax.random.key(1))
     assert {"recon", "cross", "pose_i", "pose_j", "dyn_i", "dyn_j"} <= set(out)
