@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jitter import jitter
 from vasa_jax import config, diffusion
 from vasa_jax.models import motion_dit
 from vasa_jax.train import stage2
@@ -184,3 +185,33 @@ def test_label_stats_are_the_per_dimension_mean_and_floored_std(monkeypatch):
   mean, std = stage2.label_stats(corpus, "train", ["a", "b"])
   np.testing.assert_allclose(mean, [2.0, 5.0])
   np.testing.assert_allclose(std, [np.sqrt(8 / 3), 1e-3])
+
+
+def test_control_norm_feeds_the_embeddings_centred_and_scaled_controls_and_old_configs_read_raw():
+  cfg = config.load("tiny")
+  rng = np.random.default_rng(1)
+  b, m = 3, 5
+  x = jnp.asarray(rng.normal(size=(b, 4, m)), jnp.float32)
+  prev = jnp.asarray(rng.normal(size=(b, 2, m)), jnp.float32)
+  audio = jnp.asarray(rng.normal(size=(b, 6, 7)), jnp.float32)
+  gaze = jnp.asarray(rng.uniform(-0.3, 0.3, (b, 2)), jnp.float32)
+  dist = jnp.asarray(rng.uniform(0.85, 1.2, b), jnp.float32)
+  emo = jnp.eye(5)[:b]
+  t = jnp.array([3, 10, 40])
+  drop = jnp.zeros((b, len(motion_dit.CONDITIONS)), bool)
+  raw = motion_dit.MotionDiT(cfg.motion, m)
+  # adaLN-Zero gates and the zero head would make every output 0: jitter every weight.
+  params = jitter(raw.init(jax.random.key(0), x, t, prev, audio, gaze, dist, emo, drop), 0.2)
+  normed_cfg = config.load("tiny", [("motion.control_norm", "true")])
+  normed = motion_dit.MotionDiT(normed_cfg.motion, m)
+  # Same weights: the normalised model on the raw controls is the raw model on the scaled ones.
+  got = normed.apply(params, x, t, prev, audio, gaze, dist, emo, drop)
+  want = raw.apply(params, x, t, prev, audio, gaze / motion_dit.GAZE_SCALE,
+                   (dist - motion_dit.DISTANCE_CENTRE) / motion_dit.DISTANCE_SCALE, emo, drop)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  unscaled = raw.apply(params, x, t, prev, audio, gaze, dist, emo, drop)
+  assert np.abs(np.asarray(got) - np.asarray(unscaled)).max() > 1e-2 * np.abs(np.asarray(got)).max()
+  # Configs saved before the switch existed (bundles, run folders) keep the raw inputs they were trained on.
+  stored = config.load("demo").to_dict()
+  assert stored["motion"].pop("control_norm") is True
+  assert config.from_stored(stored).motion.control_norm is False

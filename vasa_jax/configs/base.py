@@ -152,6 +152,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.motion.width = 256
   c.motion.heads = 4
   c.motion.mlp_ratio = 4
+  c.motion.control_norm = False   # gaze and distance controls centred and scaled (models/motion_dit.py)
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "cosine"

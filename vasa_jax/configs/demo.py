@@ -27,7 +27,8 @@ Which levers (README, "Making the demo talk") this run uses, and why:
   (`dyn_sup`), so the decoder must draw the driver's mouth and eyes where the encoder finds them.
   A step costs ~56 GFLOP instead of ~116.
 - The generator's learning rate decays (cosine) to 5% of 5e-4 over the run (`lr_final`).
-- Stage 2 generates label-space motion (`motion_source = "labels"`), written into the portrait's latents.
+- Stage 2 generates label-space motion (`motion_source = "labels"`), written into the portrait's latents;
+  its gaze and distance controls enter centred and scaled (`control_norm`).
 """
 
 import ml_collections
@@ -59,4 +60,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.steps = 5500
   c.train.b1 = 0.9
   c.motion_train.motion_source = "labels"
+  c.motion.control_norm = True
   return c

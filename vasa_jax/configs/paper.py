@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.motion.layers = 8
   c.motion.width = 512
   c.motion.heads = 8
+  c.motion.control_norm = True
 
   c.diffusion.sample_steps = 50
 

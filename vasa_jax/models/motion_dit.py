@@ -21,6 +21,20 @@ import ml_collections
 
 CONDITIONS = ("audio", "gaze", "distance", "emotion", "prev")
 AUDIO, GAZE, DISTANCE, EMOTION, PREV = range(len(CONDITIONS))
+# With `motion.control_norm`, the gaze (radians) and distance controls enter their embeddings
+# centred and scaled to about unit spread. Raw, a distance of 0.85..1.2 is a near-constant input
+# (a spread of 0.1 on a value of 1): the demo's stage 2 learned to ignore it (its distance followed
+# requests from 0.85 to 1.2 with a slope of 0.09 when no context gave it away).
+GAZE_SCALE = 0.2
+DISTANCE_CENTRE, DISTANCE_SCALE = 1.0, 0.1
+
+
+def control_inputs(cfg: ml_collections.ConfigDict, gaze_Bx2, distance_B):
+  """What the gaze and distance embeddings read: the raw controls, or centred and scaled
+  (`control_norm`; configs saved before it existed read raw, as they were trained)."""
+  if cfg.get("control_norm", False):
+    return gaze_Bx2 / GAZE_SCALE, (distance_B - DISTANCE_CENTRE) / DISTANCE_SCALE
+  return gaze_Bx2, distance_B
 
 
 def timestep_embedding(t_B, dim: int, max_period: float = 10000.0):
@@ -85,6 +99,7 @@ class MotionDiT(nn.Module):
     prev_tokens = pick(drop_prev, prev_tokens, null("prev_null", (k, d)))
     cur_tokens = nn.Dense(d, name="motion_in")(x_t_BxWxM) + audio_cur
 
+    gaze_Bx2, distance_B = control_inputs(c, gaze_Bx2, distance_B)
     gaze = pick(drop_BxC[:, GAZE], nn.Dense(d, name="gaze_in")(gaze_Bx2), null("gaze_null", (d,)))
     dist = pick(drop_BxC[:, DISTANCE], nn.Dense(d, name="distance_in")(distance_B[:, None]),
                 null("distance_null", (d,)))
