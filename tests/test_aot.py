@@ -23,7 +23,11 @@ def _aot(*args, timeout=900):
 
 
 def test_tiny_steps_compile_and_run_on_four_fake_devices():
-  res = _aot("--config", "tiny", "--devices", "4", "--stages", "1,2", "--run")
+  # What is tested is compiling and running over the devices: the loss terms that add decodes, the
+  # discriminator and the identity net are off, so the stage-1 step compiles faster.
+  res = _aot("--config", "tiny", "--devices", "4", "--stages", "1,2", "--run", "--config.loss.pose_cons=0",
+             "--config.loss.dyn_cons=0", "--config.loss.cross_id=0", "--config.loss.motion_cos=0",
+             "--config.train.gan_start=100")
   assert res.returncode == 0, res.stderr[-2000:]
   assert "4 devices" in res.stdout and "mesh data=4 x fsdp=1" in res.stdout
   assert res.stdout.count("finite=True") == 2  # stage 1 and stage 2 each ran one step

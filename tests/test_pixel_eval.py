@@ -31,7 +31,7 @@ def tiny(tmp_path_factory):
   export.export(run1, run2, out)
   ro = str(root / "readout")
   meta = readout.train(clips, ro, steps=30, batch=8, log=lambda *_: None)
-  return {"clips": clips, "bundle": out, "readout": ro, "meta": meta}
+  return {"clips": clips, "bundle": out, "readout": ro, "meta": meta, "run2": run2}
 
 
 def test_readout_saves_loads_and_reports_its_accuracy(tiny):
@@ -128,6 +128,20 @@ def test_export_takes_stage_2_over_from_a_bundle(tiny, tmp_path):
   meta_old, meta_new = (json.load(open(f"{p}/bundle.json"))["stage2"] for p in (tiny["bundle"], out))
   assert meta_new["source"] == meta_old["source"] and meta_new["step"] == meta_old["step"]
   assert new.digest == old.digest   # Same weights in both stages: same content hash.
+
+
+def test_export_takes_stage_1_over_from_a_bundle(tiny, tmp_path):
+  """A retrained stage 2 ships with the stage 1 a bundle already has, unchanged."""
+  old = bundle.load(tiny["bundle"])
+  out = str(tmp_path / "re")
+  export.export(tiny["bundle"], tiny["run2"], out)
+  new = bundle.load(out)
+  for a, b in zip(jax.tree.leaves(old.face_params), jax.tree.leaves(new.face_params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  meta_old, meta_new = (json.load(open(f"{p}/bundle.json"))["stage1"] for p in (tiny["bundle"], out))
+  assert meta_new["source"] == meta_old["source"] and meta_new["step"] == meta_old["step"]
+  assert new.face_cfg.to_dict() == old.face_cfg.to_dict()
+  assert new.digest == old.digest   # run2 is the stage 2 the bundle was made from.
 
 
 def test_evaluate_drives_the_decoder_with_the_true_labels_on_request(tiny, tmp_path, capsys):

@@ -20,8 +20,9 @@ from vasa_jax.train import checkpoint
 
 
 def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite: bool = False) -> str:
-  """Writes a bundle from two training runs (their latest checkpoints); returns its digest."""
-  cfg1, ema1, step1 = checkpoint.load_ema(stage1_workdir)
+  """Writes a bundle from two training runs (their latest checkpoints); returns its digest. Either
+  may be a bundle instead, whose stage is taken over as it is."""
+  cfg1, ema1, step1, source1 = _load_stage1(stage1_workdir)
   cfg2, stage2, step2, source2 = _load_stage2(stage2_workdir)
   motion_dim = int(stage2["mean"].size)
   if cfg2.motion_train.motion_source == "labels":
@@ -52,11 +53,25 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
     ckptr.wait_until_finished()
     digest = bundle.digest([ema1, stage2])
     meta = {"format": "vasa_jax.bundle", "version": 1, "digest": digest,
-            "stage1": {"config": cfg1.to_dict(), "source": str(paths.path(stage1_workdir)), "step": step1},
+            "stage1": {"config": cfg1.to_dict(), "source": source1, "step": step1},
             "stage2": {"config": cfg2.to_dict(), "source": source2, "step": step2}}
     (tmp / bundle.BUNDLE_JSON).write_text(json.dumps(meta, indent=1))
     tmp.rename(out)
   return digest
+
+
+def _load_stage1(path: str):
+  """Stage 1's EMA weights from a run folder, or taken over from a bundle (a retrained stage 2
+  ships with the stage 1 a bundle already has, when that run folder is not at hand).
+
+  Returns (config, weights, step, where they came from).
+  """
+  if (paths.path(path) / bundle.BUNDLE_JSON).is_file():
+    b = bundle.load(path)
+    meta = json.loads((paths.path(path) / bundle.BUNDLE_JSON).read_text())["stage1"]
+    return b.face_cfg, b.face_params, meta["step"], meta["source"]
+  cfg1, ema1, step1 = checkpoint.load_ema(path)
+  return cfg1, ema1, step1, str(paths.path(path))
 
 
 def _load_stage2(path: str):
@@ -87,7 +102,8 @@ def main(args) -> int:
 def parser():
   p = cli.make_parser("python -m vasa_jax.train.export",
                       "Export the EMA weights of a stage-1 and a stage-2 run as one inference bundle.")
-  p.add_argument("--stage1", required=True, help="stage-1 training run folder")
+  p.add_argument("--stage1", required=True,
+                 help="stage-1 training run folder, or a bundle whose stage 1 is taken over as it is")
   p.add_argument("--stage2", required=True,
                  help="stage-2 training run folder, or a bundle whose stage 2 is taken over as it is")
   p.add_argument("--out", required=True, help="bundle folder to write")
