@@ -100,9 +100,10 @@ def loop_flops(jaxpr) -> float:
       length = int(eqn.params["length"])
       unroll = eqn.params.get("unroll", 1)
       counted = length if unroll is True or int(unroll) >= length else max(int(unroll), 1)
-      if counted < length or loop_flops(body):
+      inner = loop_flops(body)
+      if counted < length or inner:
         per_trip = _xla_flops(body)
-        missed += length * (per_trip + loop_flops(body)) - counted * per_trip
+        missed += length * (per_trip + inner) - counted * per_trip
       continue
     for v in eqn.params.values():
       for sub in _sub_jaxprs(v):
