@@ -144,6 +144,17 @@ def test_export_takes_stage_1_over_from_a_bundle(tiny, tmp_path):
   assert new.digest == old.digest   # run2 is the stage 2 the bundle was made from.
 
 
+def test_export_of_one_bundle_for_both_stages_reads_it_once(tiny, tmp_path, monkeypatch):
+  """A bundle given as both stages is copied as it is, and read from disk once."""
+  reads = []
+  load = bundle.load
+  monkeypatch.setattr(bundle, "load", lambda path, *a, **k: reads.append(path) or load(path, *a, **k))
+  out = str(tmp_path / "copy")
+  export.export(tiny["bundle"], tiny["bundle"], out)
+  assert reads == [tiny["bundle"]]
+  assert bundle.load(out).digest == load(tiny["bundle"]).digest
+
+
 def test_evaluate_drives_the_decoder_with_the_true_labels_on_request(tiny, tmp_path, capsys):
   runs = {}
   for how in ("encoders", "labels"):

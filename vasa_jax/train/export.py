@@ -22,8 +22,9 @@ from vasa_jax.train import checkpoint
 def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite: bool = False) -> str:
   """Writes a bundle from two training runs (their latest checkpoints); returns its digest. Either
   may be a bundle instead, whose stage is taken over as it is."""
-  cfg1, ema1, step1, source1 = _load_stage1(stage1_workdir)
-  cfg2, stage2, step2, source2 = _load_stage2(stage2_workdir)
+  bundles = {}  # A bundle given for both stages is read once.
+  cfg1, ema1, step1, source1 = _load_stage1(stage1_workdir, bundles)
+  cfg2, stage2, step2, source2 = _load_stage2(stage2_workdir, bundles)
   motion_dim = int(stage2["mean"].size)
   if cfg2.motion_train.motion_source == "labels":
     # Label-space motion is written into the portrait's latents (label_motion): stage 1 must
@@ -60,31 +61,38 @@ def export(stage1_workdir: str, stage2_workdir: str, out_dir: str, *, overwrite:
   return digest
 
 
-def _load_stage1(path: str):
+def _bundle(path: str, bundles: dict):
+  """(the loaded bundle, its bundle.json) at `path`, or None when `path` is not a bundle; read once per
+  `bundles` cache."""
+  if path not in bundles:
+    meta_path = paths.path(path) / bundle.BUNDLE_JSON
+    bundles[path] = (bundle.load(path), json.loads(meta_path.read_text())) if meta_path.is_file() else None
+  return bundles[path]
+
+
+def _load_stage1(path: str, bundles: dict):
   """Stage 1's EMA weights from a run folder, or taken over from a bundle (a retrained stage 2
   ships with the stage 1 a bundle already has, when that run folder is not at hand).
 
   Returns (config, weights, step, where they came from).
   """
-  if (paths.path(path) / bundle.BUNDLE_JSON).is_file():
-    b = bundle.load(path)
-    meta = json.loads((paths.path(path) / bundle.BUNDLE_JSON).read_text())["stage1"]
-    return b.face_cfg, b.face_params, meta["step"], meta["source"]
+  if (found := _bundle(path, bundles)) is not None:
+    b, meta = found
+    return b.face_cfg, b.face_params, meta["stage1"]["step"], meta["stage1"]["source"]
   cfg1, ema1, step1 = checkpoint.load_ema(path)
   return cfg1, ema1, step1, str(paths.path(path))
 
 
-def _load_stage2(path: str):
+def _load_stage2(path: str, bundles: dict):
   """Stage 2 from a run folder, or taken over from a bundle (label-space stage 2 does not
   depend on stage 1, so a retrained stage 1 can ship with the stage 2 it already had).
 
   Returns (config, {"params", "mean", "std"}, step, where it came from).
   """
-  if (paths.path(path) / bundle.BUNDLE_JSON).is_file():
-    b = bundle.load(path)
-    meta = json.loads((paths.path(path) / bundle.BUNDLE_JSON).read_text())["stage2"]
+  if (found := _bundle(path, bundles)) is not None:
+    b, meta = found
     stage2 = {"params": b.motion_params, "mean": np.asarray(b.mean, np.float32), "std": np.asarray(b.std, np.float32)}
-    return b.motion_cfg, stage2, meta["step"], meta["source"]
+    return b.motion_cfg, stage2, meta["stage2"]["step"], meta["stage2"]["source"]
   cfg2, state2, step2 = checkpoint.load_run(path)
   if "stats" not in state2:
     raise UserError(f"{path!r} is not a stage-2 run (its state has no motion statistics)")
