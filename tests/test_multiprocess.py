@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import corpora
+import small_step
 from vasa_jax.train import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,13 +20,10 @@ def test_two_processes_train_and_checkpoint_together(tmp_path):
   workdir = str(tmp_path / "run")
   env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  # What is tested is the multi-host path (coordination, global batches, one checkpoint): the loss terms
-  # that add decodes, the discriminator and the identity net are off, so each process compiles a smaller step.
-  small = ["--config.loss.pose_cons=0", "--config.loss.dyn_cons=0", "--config.loss.cross_id=0",
-           "--config.loss.motion_cos=0", "--config.train.gan_start=100"]
+  # What is tested is the multi-host path (coordination, global batches, one checkpoint), on the smaller step.
   res = subprocess.run(["bash", os.path.join(REPO, "launch", "local_multiprocess.sh"), "2", "configs/tiny.py",
-                        corpus, workdir, "--steps", "2", *small], capture_output=True, text=True, env=env, cwd=REPO,
-                       timeout=900)
+                        corpus, workdir, "--steps", "2", *small_step.flags()],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
   # Both processes report the same global metrics, one line each per step.
   lines = [l for l in res.stdout.splitlines() if l.startswith("step 2/2")]
