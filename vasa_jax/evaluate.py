@@ -48,20 +48,28 @@ def _with_labels(z_pose, z_dyn, pose_lab, dyn_lab):
   return pose_lab, jnp.concatenate([dyn_lab, z_dyn[:, n:]], -1)
 
 
-def _metrics_fn(face: FaceModel):
+# --motion-from: which parts of the source's and the driver's latents are their true labels.
+MOTION_FROM = {"encoders": (False, False), "labels": (True, True),
+               "labels-pose": (True, False), "labels-expression": (False, True)}
+
+
+def _metrics_fn(face: FaceModel, true_pose: bool = True, true_expression: bool = True):
   @jax.jit
   def reenact(params, src_1xHxWx3, drv_BxHxWx3, gt_BxHxWx3, labels=None):
     """`labels`: (src pose [1, 6], src dyn [1, L], drv pose [B, 6], drv dyn [B, L]) decode the true
-    labels instead of what the encoders read, as teacher-label training does: the decoder's ceiling."""
+    labels instead of what the encoders read, as teacher-label training does: the decoder's ceiling.
+    `true_pose` / `true_expression` say which of the two is replaced (the other stays as read)."""
     app = face.encode(params, src_1xHxWx3)
     motion = face.encode_motion(params, drv_BxHxWx3)
     if labels is not None:
       src_pose, src_dyn, drv_pose, drv_dyn = labels
-      motion = dict(zip(("z_pose", "z_dyn"), _with_labels(motion["z_pose"], motion["z_dyn"], drv_pose, drv_dyn)))
+      z_pose, z_dyn = _with_labels(motion["z_pose"], motion["z_dyn"], drv_pose, drv_dyn)
+      motion = {"z_pose": z_pose if true_pose else motion["z_pose"],
+                "z_dyn": z_dyn if true_expression else motion["z_dyn"]}
       app = dict(app)
-      if "z_pose" in face.app_keys:
+      if "z_pose" in face.app_keys and true_pose:
         app["z_pose"] = src_pose
-      if "src_dyn" in face.app_keys:
+      if "src_dyn" in face.app_keys and true_expression:
         app["src_dyn"] = _with_labels(src_pose, app["src_dyn"], src_pose, src_dyn)[1]
     out = face.decode_motion(params, app, join_motion(motion))
     psnr = jax.vmap(stage1.psnr)(out, gt_BxHxWx3)
@@ -138,8 +146,8 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
   output pixels and correlated with the driver's true labels, over all evaluated frames.
   Region PSNRs use masks rendered by the synthetic corpus (`synthetic.region_masks`).
   """
-  if motion_from not in ("encoders", "labels"):
-    raise UserError(f"--motion-from must be 'encoders' or 'labels', got {motion_from!r}")
+  if motion_from not in MOTION_FROM:
+    raise UserError(f"--motion-from must be one of {', '.join(MOTION_FROM)}, got {motion_from!r}")
   identity = _identity_on(identity)
   cfg, params, step = load_face(workdir, bundle_dir)
   corpus = records.open_corpus(data_dir)
@@ -151,7 +159,9 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     raise UserError(f"corpus {data_dir} is {corpus.manifest['resolution']} but the model renders "
                     f"{cfg.face.image_size}px")
   readout = None if readout_dir is None else readout_lib.Readout.load(readout_dir)
-  reenact = _metrics_fn(FaceModel(cfg.face))
+  face = FaceModel(cfg.face)
+  full = _metrics_fn(face)  # The true labels when given (emotions asked are always drawn through them).
+  reenact = full if motion_from in ("encoders", "labels") else _metrics_fn(face, *MOTION_FROM[motion_from])
   bench = corpus.source("benchmark")
   index = corpus.index("benchmark")
   n = len(index) if max_clips is None else min(len(index), max_clips)
@@ -180,7 +190,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     for start in range(0, len(drv), batch):
       sl = slice(start, start + batch)
       lab = None
-      if motion_from == "labels":
+      if motion_from != "encoders":
         lab = (src_lab[0][None], src_lab[1][None], drv_lab[0][sl], drv_lab[1][sl])
       out, psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl], lab)
       outs.append(np.asarray(out))
@@ -205,11 +215,11 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
 
       def draw(asked, t_idx=t_idx, src_t=src_t, frames=frames):
         lab = (src_t[0][None], src_t[1][None], label_motion.pose_target(asked), label_motion.dyn_target(asked))
-        return np.asarray(reenact(params, frames[0][None], frames[t_idx], frames[t_idx], lab)[0])
+        return np.asarray(full(params, frames[0][None], frames[t_idx], frames[t_idx], lab)[0])
 
       transfer += expression_transfer(draw, clip["identity"], {k: np.asarray(v)[t_idx] for k, v in clip["labels"].items()})
     src_lab = drv_lab = None
-    if motion_from == "labels":
+    if motion_from != "encoders":
       src_lab = tuple(x[0] for x in label_targets(clip["labels"], [0]))
       drv_lab = label_targets(clip["labels"], idx)
     by_id.setdefault(clip["identity"], (frames[0], src_lab))
@@ -252,7 +262,7 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
     idx = np.arange(frame_stride, len(clip["frames"]), frame_stride)
     gt = clip["frames"].astype(np.float32)[idx] / 255.0
     drv = motion_clip["frames"].astype(np.float32)[idx] / 255.0
-    drv_lab = label_targets(motion_clip["labels"], idx) if motion_from == "labels" else None
+    drv_lab = label_targets(motion_clip["labels"], idx) if motion_from != "encoders" else None
     score_identity("identity_cross", src, run(src, drv, gt, None, "cross", src_lab, drv_lab))
 
   out = {"step": step, "clips": n, "cross_clips": m, "motion_from": motion_from}
@@ -285,8 +295,10 @@ def format_stage1(res: dict) -> str:
       ("cross-identity vs ground truth", f"{res.get('cross_psnr', nan):.2f}", f"{res.get('cross_ssim', nan):.4f}"),
   ]
   what = f"at step {res['step']}" if isinstance(res["step"], int) else f"of {res['step']}"
-  driven = (" driven by the true labels (the decoder's ceiling)" if res.get("motion_from") == "labels"
-            else "")
+  driven = {"labels": " driven by the true labels (the decoder's ceiling)",
+            "labels-pose": " driven by the true pose and the expression the encoders read",
+            "labels-expression": " driven by the pose the encoders read and the true expression labels"}.get(
+                res.get("motion_from"), "")
   lines = [f"stage 1 {what}: {res['clips']} benchmark clips, {res['cross_clips']} cross clips{driven}",
            f"{'':40s} {'PSNR dB':>8s} {'SSIM':>7s}"]
   lines += [f"{a:40s} {b:>8s} {c:>7s}" for a, b, c in rows]
@@ -721,10 +733,11 @@ def parser():
   p.add_argument("--data", required=True, help="corpus folder with benchmark and benchmark_cross splits")
   p.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips per split")
   p.add_argument("--frame-stride", type=int, default=4, help="use every Nth frame as a driver")
-  p.add_argument("--motion-from", choices=("encoders", "labels"), default="encoders",
+  p.add_argument("--motion-from", choices=tuple(MOTION_FROM), default="encoders",
                  help="stage 1: drive the decoder with what the pose/dynamics encoders read from the driver "
                  "(default), or with the driver's true labels (and the source's), as teacher-label training "
-                 "does: the decoder's ceiling, which tells the encoders' share of the error")
+                 "does: the decoder's ceiling, which tells the encoders' share of the error; labels-pose and "
+                 "labels-expression replace only the pose or only the expression by the labels")
   p.add_argument("--steps", type=int, nargs="+", default=[10, 50], help="stage 2: DDIM steps to compare")
   p.add_argument("--cfg-audio", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                  help="stage 2: audio guidance scales to compare")
