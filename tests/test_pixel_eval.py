@@ -157,12 +157,16 @@ def test_export_of_one_bundle_for_both_stages_reads_it_once(tiny, tmp_path, monk
 
 def test_evaluate_drives_the_decoder_with_the_true_labels_on_request(tiny, tmp_path, capsys):
   runs = {}
-  for how in ("encoders", "labels"):
+
+  def run(how):
     out_json = str(tmp_path / f"{how}.json")
     assert cli.run(evaluate.main, evaluate.parser(),
                    ["--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--motion-from", how,
                     "--json", out_json]) == 0
     runs[how] = json.load(open(out_json))
+
+  for how in ("encoders", "labels"):
+    run(how)
   assert "driven by the true labels" in capsys.readouterr().out
   assert runs["labels"]["motion_from"] == "labels" and runs["encoders"]["motion_from"] == "encoders"
   # An untrained pose encoder reads nothing like the true pose: the two drives render different frames.
@@ -172,11 +176,7 @@ def test_evaluate_drives_the_decoder_with_the_true_labels_on_request(tiny, tmp_p
   # read neither part right, so each renders frames unlike both the encoders' and the labels'. The tiny
   # decoder barely draws expression: runs that differ only in it differ by ~1e-4 dB, in pose by more.
   for how in ("labels-pose", "labels-expression"):
-    out_json = str(tmp_path / f"{how}.json")
-    assert cli.run(evaluate.main, evaluate.parser(),
-                   ["--checkpoint", tiny["bundle"], "--data", tiny["clips"], "--motion-from", how,
-                    "--json", out_json]) == 0
-    runs[how] = json.load(open(out_json))
+    run(how)
     assert runs[how]["motion_from"] == how
     for other in ("encoders", "labels"):
       same_pose = (how, other) in (("labels-pose", "labels"), ("labels-expression", "encoders"))
