@@ -23,11 +23,14 @@ def build_stage1(cfg, corpus_dir: str):
     raise UserError(f"corpus {corpus_dir} is {width}x{height}px but the config renders "
                     f"{cfg.face.image_size}px; set --config.face.image_size or use a matching corpus")
   identities = corpus.manifest["splits"][cfg.data.split]["identities"]
-  if len(identities) > cfg.idnet.num_classes:
+  encoders_only = cfg.train.trainable == "motion_encoders"
+  # The identity net classifies the training identities; a refit of the motion encoders never runs it,
+  # so a corpus of any number of faces will do there.
+  if not encoders_only and len(identities) > cfg.idnet.num_classes:
     raise UserError(f"corpus split {cfg.data.split!r} has {len(identities)} identities but "
                     f"idnet.num_classes is {cfg.idnet.num_classes}; raise --config.idnet.num_classes")
   label_std = None
-  if cfg.train.trainable == "motion_encoders":
+  if encoders_only:
     if not cfg.train.init_from:
       raise UserError("train.trainable='motion_encoders' re-fits a trained run's encoders: give "
                       "--config.train.init_from=RUN (a teacher-label stage-1 run folder)")
@@ -43,8 +46,8 @@ def build_stage1(cfg, corpus_dir: str):
   if unknown:
     raise UserError(f"data.rare_labels: unknown label {unknown[0]!r}; accepted: {', '.join(DYN_LABELS)} "
                     "(comma-separated, or empty for all)")
-  task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of={int(i): n for n, i in enumerate(identities)},
-                       label_std=label_std)
+  class_of = {} if encoders_only else {int(i): n for n, i in enumerate(identities)}
+  task = stage1.Stage1(cfg, cfg.idnet.num_classes, class_of=class_of, label_std=label_std)
   per_process = cfg.train.batch_size // jax.process_count()
   dataset = pipeline.stage1_dataset(corpus, cfg.data.split, batch_size=per_process, seed=cfg.seed,
                                     num_workers=cfg.data.workers, rare_share=cfg.data.rare_driver,
