@@ -68,23 +68,3 @@ def tiny_pipeline(tmp_path_factory):
   assert len(digest) == 16
   return {"clips": clips, "run1": run1, "motion": motion, "run2": run2, "bundle": out}
 
-
-# The suite runs on two workers, a test file per worker at a time (`-n 2 --dist loadfile`, the README's
-# command). Handing out the longest files first keeps both workers busy to the end. The order comes from
-# `--durations` of a full run on 2 cores (2026-12-07: seconds per file, in parentheses); it changes only
-# when a file starts, never what it tests.
-_LONGEST_FIRST = ("test_stage1.py",        # 1540
-                  "test_aot.py",           # 1011
-                  "test_sample_cli.py",    # 790: the first to build the tiny pipeline on its worker
-                  "test_fsdp.py",          # 506
-                  "test_pixel_eval.py",    # 504
-                  "test_stage2_wav2vec2.py",  # 392
-                  "test_microbatches.py",  # 328
-                  "test_multiprocess.py",  # 257
-                  "test_gcs_paths.py",     # 225
-                  "test_resume_tasks.py")  # 222
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: n for n, name in enumerate(_LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
