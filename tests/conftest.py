@@ -67,4 +67,3 @@ def tiny_pipeline(tmp_path_factory):
   digest = export.export(run1, run2, out)
   assert len(digest) == 16
   return {"clips": clips, "run1": run1, "motion": motion, "run2": run2, "bundle": out}
-
