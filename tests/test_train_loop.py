@@ -176,3 +176,23 @@ def test_when_no_checkpoint_restores_the_run_stops_and_moves_nothing(tmp_path):
   with pytest.raises(loop.UserError, match="no checkpoint in .* restores"):
     loop.run(_LinearTask(), _cfg(steps=4), workdir, _dataset())
   assert os.listdir(os.path.join(workdir, "checkpoints")) == ["2"]
+
+
+def test_if_finite_applies_the_whole_update_or_keeps_every_old_array():
+  from vasa_jax.train import state as state_lib
+  old = {"w": jnp.ones(3), "opt": (jnp.zeros(2), jnp.int32(4))}
+  calls = []
+
+  def update():
+    calls.append(1)
+    return jax.tree.map(lambda a: a + 1, old)
+
+  step = jax.jit(lambda finite: state_lib.if_finite(finite, update, old))
+  new = step(jnp.bool_(True))
+  assert len(calls) == 1  # traced once, into one conditional
+  np.testing.assert_array_equal(new["w"], 2.0)
+  assert int(new["opt"][1]) == 5
+  kept = step(jnp.bool_(False))
+  np.testing.assert_array_equal(kept["w"], 1.0)
+  np.testing.assert_array_equal(kept["opt"][0], 0.0)
+  assert int(kept["opt"][1]) == 4 and kept["opt"][1].dtype == jnp.int32

@@ -307,11 +307,13 @@ class Stage1:
     grads = {"params": {k: (g if k in trained else jax.tree.map(jnp.zeros_like, g))
                         for k, g in grads["params"].items()}}
     finite = jnp.isfinite(total)
-    updates, opt = self.tx["gen"].update(grads, state.opt["gen"], p["gen"])
-    gen = state_lib.keep_if_finite(finite, optax.apply_updates(p["gen"], updates), p["gen"])
-    opt = state_lib.keep_if_finite(finite, opt, state.opt["gen"])
-    ema = state_lib.ema_update(state.ema, gen, state.step, self.cfg.train.ema_decay)
-    ema = state_lib.keep_if_finite(finite, ema, state.ema)
+
+    def update():
+      updates, opt = self.tx["gen"].update(grads, state.opt["gen"], p["gen"])
+      gen = optax.apply_updates(p["gen"], updates)
+      return gen, opt, state_lib.ema_update(state.ema, gen, state.step, self.cfg.train.ema_decay)
+
+    gen, opt, ema = state_lib.if_finite(finite, update, (p["gen"], state.opt["gen"], state.ema))
     metrics = {"loss/gen": total, "finite": finite.astype(jnp.float32), **{f"terms/{k}": v for k, v in terms.items()}}
     return State(step=state.step + 1, params=dict(p, gen=gen), opt=dict(state.opt, gen=opt), ema=ema), metrics
 
@@ -343,20 +345,22 @@ class Stage1:
         lambda part, r: self.grads(p, part, gan_on, r), batch, rng, self.cfg.train.microbatches)
     g_total, d_total, i_total = scalars.pop("loss/gen"), scalars.pop("loss/disc"), scalars.pop("loss/idnet")
     finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(i_total)
-    new_params, new_opt = dict(p), dict(state.opt)
-    for group, params_g, grads in (("gen", p["gen"], g_grads), ("disc", p["disc"], d_grads),
-                                   ("idnet", (p["idnet"], p["id_classes"]), i_grads)):
-      updates, opt = self.tx[group].update(grads, state.opt[group], params_g)
-      applied = optax.apply_updates(params_g, updates)
-      # A non-finite loss never reaches the weights: the step is skipped and reported.
-      new_opt[group] = state_lib.keep_if_finite(finite, opt, state.opt[group])
-      applied = state_lib.keep_if_finite(finite, applied, params_g)
-      if group == "idnet":
-        new_params["idnet"], new_params["id_classes"] = applied
-      else:
-        new_params[group] = applied
-    ema = state_lib.ema_update(state.ema, new_params["gen"], state.step, self.cfg.train.ema_decay)
-    ema = state_lib.keep_if_finite(finite, ema, state.ema)
+
+    def update():
+      new_params, new_opt = dict(p), dict(state.opt)
+      for group, params_g, grads in (("gen", p["gen"], g_grads), ("disc", p["disc"], d_grads),
+                                     ("idnet", (p["idnet"], p["id_classes"]), i_grads)):
+        updates, new_opt[group] = self.tx[group].update(grads, state.opt[group], params_g)
+        applied = optax.apply_updates(params_g, updates)
+        if group == "idnet":
+          new_params["idnet"], new_params["id_classes"] = applied
+        else:
+          new_params[group] = applied
+      ema = state_lib.ema_update(state.ema, new_params["gen"], state.step, self.cfg.train.ema_decay)
+      return new_params, new_opt, ema
+
+    # A non-finite loss never reaches the weights: the step is skipped and reported.
+    new_params, new_opt, ema = state_lib.if_finite(finite, update, (dict(p), dict(state.opt), state.ema))
     metrics = {"loss/gen": g_total, "loss/disc": d_total, "loss/idnet": i_total,
                "finite": finite.astype(jnp.float32), **scalars}
     return State(step=state.step + 1, params=new_params, opt=new_opt, ema=ema), metrics

@@ -117,12 +117,13 @@ class Stage2:
 
     grads, loss = state_lib.accumulate(grads_of, batch, rng, self.cfg.motion_train.microbatches)
     finite = jnp.isfinite(loss)
-    updates, opt = self.tx.update(grads, state.opt, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params = state_lib.keep_if_finite(finite, params, state.params)
-    opt = state_lib.keep_if_finite(finite, opt, state.opt)
-    ema = state_lib.ema_update(state.ema, params, state.step, self.cfg.motion_train.ema_decay)
-    ema = state_lib.keep_if_finite(finite, ema, state.ema)
+
+    def update():
+      updates, opt = self.tx.update(grads, state.opt, state.params)
+      params = optax.apply_updates(state.params, updates)
+      return params, opt, state_lib.ema_update(state.ema, params, state.step, self.cfg.motion_train.ema_decay)
+
+    params, opt, ema = state_lib.if_finite(finite, update, (state.params, state.opt, state.ema))
     metrics = {"loss/x0": loss, "finite": finite.astype(jnp.float32),
                "grad_norm": optax.tree.norm(grads)}
     return State(step=state.step + 1, params=params, opt=opt, ema=ema, stats=state.stats), metrics

