@@ -178,3 +178,15 @@ def test_expression_transfer_recognises_what_a_true_renderer_draws_and_not_a_fro
   frozen = evaluate.transfer_summary(evaluate.expression_transfer(lambda asked: frozen_frames, 3, labels))
   assert frozen["emotion_transfer_acc"] <= 0.4
   assert abs(frozen["smile_slope"]) < 0.1 and abs(frozen["brow_slope"]) < 0.1
+
+
+def test_drivers_go_in_equal_chunks_padded_by_their_last_row():
+  # A clip's 24 drivers at most 16 at a time: two calls of 12 (one compiled shape), not 16 + 8.
+  assert [evaluate.chunk_rows(n, 16) for n in (1, 5, 16, 17, 24, 32, 33)] == [1, 5, 16, 9, 12, 16, 11]
+  for n in range(1, 70):
+    rows = evaluate.chunk_rows(n, 16)
+    calls = -(-n // rows)
+    assert rows <= 16 and calls == -(-n // 16) and calls * rows - n < calls  # fewest calls, < 1 pad row each
+  a, b = evaluate.pad_rows((np.arange(6).reshape(3, 2), np.arange(5)), 5)
+  np.testing.assert_array_equal(a, [[0, 1], [2, 3], [4, 5], [4, 5], [4, 5]])
+  assert b.shape == (5,)

@@ -53,6 +53,19 @@ MOTION_FROM = {"encoders": (False, False), "labels": (True, True),
                "labels-pose": (True, False), "labels-expression": (False, True)}
 
 
+def chunk_rows(n: int, batch: int) -> int:
+  """Rows per call for `n` drivers at most `batch` at a time, in equal chunks: a clip's drivers (and
+  the cross-identity pass over the same frames) then need one compiled shape, not a second for the
+  remainder (compiling costs more than the few padded rows, `pad_rows`)."""
+  return -(-n // -(-n // batch)) if n else batch
+
+
+def pad_rows(arrays, rows: int) -> tuple:
+  """Each array's rows up to `rows`, repeating its last row (the extra outputs are dropped)."""
+  return tuple(np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)]) if len(a) < rows else a
+               for a in arrays)
+
+
 def _metrics_fn(face: FaceModel, true_pose: bool = True, true_expression: bool = True):
   @jax.jit
   def reenact(params, src_1xHxWx3, drv_BxHxWx3, gt_BxHxWx3, labels=None):
@@ -187,13 +200,15 @@ def evaluate_stage1(workdir: str | None, data_dir: str, *, bundle_dir: str | Non
 
   def run(src, drv, gt, true_angles, prefix, src_lab=None, drv_lab=None):
     outs = []
-    for start in range(0, len(drv), batch):
-      sl = slice(start, start + batch)
+    rows = chunk_rows(len(drv), batch)
+    for start in range(0, len(drv), rows):
+      sl = slice(start, start + rows)
       lab = None
       if motion_from != "encoders":
-        lab = (src_lab[0][None], src_lab[1][None], drv_lab[0][sl], drv_lab[1][sl])
-      out, psnr, ssim, pose_out, pose_drv = reenact(params, src[None], drv[sl], gt[sl], lab)
-      outs.append(np.asarray(out))
+        lab = (src_lab[0][None], src_lab[1][None], *pad_rows((drv_lab[0][sl], drv_lab[1][sl]), rows))
+      got = reenact(params, src[None], *pad_rows((drv[sl], gt[sl]), rows), lab)
+      out, psnr, ssim, pose_out, pose_drv = (np.asarray(x)[:len(drv[sl])] for x in got)  # padding dropped
+      outs.append(out)
       acc[f"{prefix}_psnr"].extend(np.asarray(psnr).tolist())
       acc[f"{prefix}_ssim"].extend(np.asarray(ssim).tolist())
       if true_angles is not None:
