@@ -67,3 +67,22 @@ def tiny_pipeline(tmp_path_factory):
   digest = export.export(run1, run2, out)
   assert len(digest) == 16
   return {"clips": clips, "run1": run1, "motion": motion, "run2": run2, "bundle": out}
+
+
+# The suite runs on two workers, one test file at a time (`-n 2 --dist loadfile`), and ends when the
+# busier worker does. xdist hands out files with the most tests first; these files take the longest
+# (seconds on a slow 2-core machine, 2026-12-07) and go first instead, so that no long file starts
+# last beside an idle worker (test_fsdp.py, 506 s, had been last in each full run).
+HEAVIEST_FIRST = ("test_stage1.py", "test_aot.py", "test_sample_cli.py", "test_fsdp.py", "test_pixel_eval.py",
+                  "test_stage2_wav2vec2.py", "test_microbatches.py", "test_multiprocess.py", "test_gcs_paths.py",
+                  "test_resume_tasks.py", "test_preemption.py", "test_app.py")
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below.
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: tests keep their order in a file.
