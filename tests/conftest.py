@@ -71,11 +71,21 @@ def tiny_pipeline(tmp_path_factory):
 
 # The suite runs on two workers, one test file at a time (`-n 2 --dist loadfile`), and ends when the
 # busier worker does. xdist hands out files with the most tests first; these files take the longest
-# (seconds on a slow 2-core machine, 2026-12-07) and go first instead, so that no long file starts
-# last beside an idle worker (test_fsdp.py, 506 s, had been last in each full run).
-HEAVIEST_FIRST = ("test_stage1.py", "test_aot.py", "test_sample_cli.py", "test_fsdp.py", "test_pixel_eval.py",
-                  "test_stage2_wav2vec2.py", "test_microbatches.py", "test_multiprocess.py", "test_gcs_paths.py",
-                  "test_resume_tasks.py", "test_preemption.py", "test_app.py")
+# (`--durations` of a full run on a slow 2-core machine, 2026-12-07: seconds per file in the comments)
+# and go first instead, so that no long file starts last beside an idle worker (test_fsdp.py had been
+# last in each full run).
+HEAVIEST_FIRST = ("test_stage1.py",           # 1540
+                  "test_aot.py",              # 1011
+                  "test_sample_cli.py",       # 790: the first to build the tiny pipeline on its worker
+                  "test_fsdp.py",             # 506
+                  "test_pixel_eval.py",       # 504
+                  "test_stage2_wav2vec2.py",  # 392
+                  "test_microbatches.py",     # 328
+                  "test_multiprocess.py",     # 257
+                  "test_gcs_paths.py",        # 225
+                  "test_resume_tasks.py",     # 222
+                  "test_preemption.py",       # 162
+                  "test_app.py")              # 151
 
 
 def pytest_configure(config):
