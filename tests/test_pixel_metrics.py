@@ -164,6 +164,36 @@ def test_read_controls_reads_true_frames_back_and_follows_a_changed_gaze_or_dist
   np.testing.assert_allclose(read_turned["distance"], labels["distance"][::3], atol=0.01)
 
 
+def test_read_controls_reads_a_face_drawn_a_pixel_off_as_drawn_not_as_another_expression():
+  """A model draws a face a pixel or two off where the renderer would. The plain reading (`align=0`)
+  takes that for another smile or brow; the aligned one reads the true values, whole frame moved or
+  only the mouth, and still tells a smile from a neutral mouth."""
+  ident = synthetic.identity_params(11)
+  clip = synthetic.make_clip(11, 0, 8, 64)
+  labels = dict(clip["labels"], smile=np.full(8, 0.6, np.float32), brow=np.full(8, 0.3, np.float32))
+  frames = synthetic.render_frames(ident, labels, 64)
+  down = np.stack([synthetic._shifted(f, 1, 0) for f in frames])
+  plain = synthetic.read_controls(11, labels, down, stride=2, keys=("smile", "brow"), align=0)
+  aligned = synthetic.read_controls(11, labels, down, stride=2, keys=("smile", "brow"))
+  assert np.abs(plain["smile"] - 0.6).mean() > 0.2 or np.abs(plain["brow"] - 0.3).mean() > 0.2
+  np.testing.assert_allclose(aligned["smile"], 0.6, atol=0.05)
+  np.testing.assert_allclose(aligned["brow"], 0.3, atol=0.05)
+  # Only the mouth drawn one pixel higher, the rest in place: the smile is read as drawn.
+  neutral = dict(labels, smile=np.zeros(8, np.float32))
+  flat = synthetic.render_frames(ident, neutral, 64)
+  smiling = synthetic.render_frames(ident, labels, 64)
+  mouth = np.abs(smiling.astype(int) - flat.astype(int)).max(-1, keepdims=True) > 4
+  mouth = synthetic._grow(mouth[..., 0], 3)[..., None]
+  for asked, img in ((0.0, flat), (0.6, smiling)):
+    moved = np.where(mouth, np.stack([synthetic._shifted(f, -1, 0) for f in img]), img)
+    read = synthetic.read_controls(11, neutral, moved, stride=2, keys=("smile",))["smile"]
+    np.testing.assert_allclose(read, asked, atol=0.1)
+  # Moving is not smiling: a neutral face two pixels lower reads neutral.
+  low = np.stack([synthetic._shifted(f, 2, 0) for f in flat])
+  np.testing.assert_allclose(synthetic.read_controls(11, neutral, low, stride=2, keys=("smile",))["smile"], 0.0,
+                             atol=0.1)
+
+
 def test_expression_transfer_recognises_what_a_true_renderer_draws_and_not_a_frozen_one():
   """Known answers: the corpus renderer itself draws every asked emotion (all recognised, slopes ~1);
   a decoder that ignores the asked smile and brow (it redraws the clip as it was) follows none of them."""

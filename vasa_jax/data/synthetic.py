@@ -362,8 +362,21 @@ _CONTROL_GRIDS = {"gaze_theta": np.linspace(-0.6, 0.6, 25), "gaze_phi": np.linsp
                   "brow": np.linspace(-1.0, 1.0, 21)}
 
 
+# Controls read as a shape wherever it lies within `read_controls`' `align` pixels: a smile (the curve of the
+# mouth) is the same smile drawn a pixel higher; a brow's height above the eyes is itself the label, so
+# brows are read only after the whole frame is aligned.
+_SHAPE_CONTROLS = ("smile",)
+
+
+def _shifted(x_HxWxC: np.ndarray, dy: int, dx: int) -> np.ndarray:
+  """The image moved by (dy, dx) pixels (down, right), its edge repeated into the gap."""
+  h, w = x_HxWxC.shape[:2]
+  pad = np.pad(x_HxWxC, ((abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode="edge")
+  return pad[abs(dy) - dy:abs(dy) - dy + h, abs(dx) - dx:abs(dx) - dx + w]
+
+
 def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, stride: int = 4,
-                  keys: Sequence[str] | None = None) -> dict:
+                  keys: Sequence[str] | None = None, align: int = 2) -> dict:
   """Gaze, distance, smile and brow read from a clip's pixels: {name: float [ceil(T / stride)]}.
 
   For every `stride`-th frame and each of those labels, the corpus renders the frame
@@ -375,16 +388,35 @@ def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *,
   read their own labels back (tests check it); on a model's output, `labels` are what
   it was asked to draw (stage 2's label-space motion), which fixes everything but the
   label being read. `keys`: read only these (default: all of `_CONTROL_GRIDS`).
+
+  `align` (pixels): a model draws a face a pixel or two off where the renderer would, and a
+  squared error reads that as a label: a true frame moved down by one pixel reads a smile of
+  0.6 as 0.0 and a brow of 0.1 as -0.25. So each frame is first moved by the whole-pixel shift
+  within `align` that best matches the render of its labels as given, and the shape controls
+  (`_SHAPE_CONTROLS`: the smile) are read where the control changes the render (the mouth),
+  at their own best shift within `align`. True frames still read exactly (their best shift is
+  0); `align=0` is the plain reading.
   """
   grids = _CONTROL_GRIDS if keys is None else {k: _CONTROL_GRIDS[k] for k in keys}
   x = np.asarray(frames_TxHxWx3)[::stride]
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
   sub = {k: np.asarray(v, np.float32)[::stride] for k, v in labels.items()}
   ident = identity_params(identity_id)
+  draw = lambda lab: render_frames(ident, lab, x.shape[1]).astype(np.float32) / 255.0  # noqa: E731
+  shifts = [(dy, dx) for dy in range(-align, align + 1) for dx in range(-align, align + 1)]
+  if align:
+    asked = draw(sub)
+    best = [min(shifts, key=lambda s: float(((_shifted(f, *s) - a) ** 2).sum())) for f, a in zip(x, asked)]
+    x = np.stack([_shifted(f, *s) for f, s in zip(x, best)])
   out = {}
   for key, grid in grids.items():
-    err = np.stack([((render_frames(ident, dict(sub, **{key: np.full_like(sub[key], v)}), x.shape[1])
-                      .astype(np.float32) / 255.0 - x) ** 2).sum((1, 2, 3)) for v in grid], -1)  # [T, G]
+    renders = [draw(dict(sub, **{key: np.full_like(sub[key], v)})) for v in grid]
+    if align and key in _SHAPE_CONTROLS:
+      where = _grow(np.abs(renders[-1] - renders[0]).max(-1) > 4 / 255, align + 1)[..., None]  # [T, H, W, 1]
+      moved = [np.stack([_shifted(f, *s) for f in x]) for s in shifts]
+      err = np.stack([np.min([(((r - m) ** 2) * where).sum((1, 2, 3)) for m in moved], 0) for r in renders], -1)
+    else:
+      err = np.stack([((r - x) ** 2).sum((1, 2, 3)) for r in renders], -1)  # [T, G]
     i = np.clip(err.argmin(-1), 1, len(grid) - 2)
     t = np.arange(len(x))
     lo, mid, hi = err[t, i - 1], err[t, i], err[t, i + 1]
