@@ -410,13 +410,14 @@ def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *,
     x = np.stack([_shifted(f, *s) for f, s in zip(x, best)])
   out = {}
   for key, grid in grids.items():
-    renders = [draw(dict(sub, **{key: np.full_like(sub[key], v)})) for v in grid]
+    at = lambda v, key=key: draw(dict(sub, **{key: np.full_like(sub[key], v)}))  # noqa: E731
     if align and key in _SHAPE_CONTROLS:
-      where = _grow(np.abs(renders[-1] - renders[0]).max(-1) > 4 / 255, align + 1)[..., None]  # [T, H, W, 1]
-      moved = [np.stack([_shifted(f, *s) for f in x]) for s in shifts]
-      err = np.stack([np.min([(((r - m) ** 2) * where).sum((1, 2, 3)) for m in moved], 0) for r in renders], -1)
+      where = _grow(np.abs(at(grid[-1]) - at(grid[0])).max(-1) > 4 / 255, align + 1)[..., None]  # [T, H, W, 1]
+      err_of = lambda r, where=where: np.min([(((r - np.stack([_shifted(f, *s) for f in x])) ** 2) * where).sum(  # noqa: E731
+          (1, 2, 3)) for s in shifts], 0)
     else:
-      err = np.stack([((r - x) ** 2).sum((1, 2, 3)) for r in renders], -1)  # [T, G]
+      err_of = lambda r: ((r - x) ** 2).sum((1, 2, 3))  # noqa: E731
+    err = np.stack([err_of(at(v)) for v in grid], -1)  # [T, G]: one render of the grid in memory at a time
     i = np.clip(err.argmin(-1), 1, len(grid) - 2)
     t = np.arange(len(x))
     lo, mid, hi = err[t, i - 1], err[t, i], err[t, i + 1]
