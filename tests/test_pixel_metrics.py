@@ -172,7 +172,7 @@ def test_read_controls_reads_a_face_drawn_a_pixel_off_as_drawn_not_as_another_ex
   clip = synthetic.make_clip(11, 0, 8, 64)
   labels = dict(clip["labels"], smile=np.full(8, 0.6, np.float32), brow=np.full(8, 0.3, np.float32))
   frames = synthetic.render_frames(ident, labels, 64)
-  down = np.stack([synthetic._shifted(f, 1, 0) for f in frames])
+  down = synthetic._shifted(frames, 1, 0)
   plain = synthetic.read_controls(11, labels, down, stride=2, keys=("smile", "brow"), align=0)
   aligned = synthetic.read_controls(11, labels, down, stride=2, keys=("smile", "brow"))
   assert np.abs(plain["smile"] - 0.6).mean() > 0.2 or np.abs(plain["brow"] - 0.3).mean() > 0.2
@@ -185,11 +185,11 @@ def test_read_controls_reads_a_face_drawn_a_pixel_off_as_drawn_not_as_another_ex
   mouth = np.abs(smiling.astype(int) - flat.astype(int)).max(-1, keepdims=True) > 4
   mouth = synthetic._grow(mouth[..., 0], 3)[..., None]
   for asked, img in ((0.0, flat), (0.6, smiling)):
-    moved = np.where(mouth, np.stack([synthetic._shifted(f, -1, 0) for f in img]), img)
+    moved = np.where(mouth, synthetic._shifted(img, -1, 0), img)
     read = synthetic.read_controls(11, neutral, moved, stride=2, keys=("smile",))["smile"]
     np.testing.assert_allclose(read, asked, atol=0.1)
   # Moving is not smiling: a neutral face two pixels lower reads neutral.
-  low = np.stack([synthetic._shifted(f, 2, 0) for f in flat])
+  low = synthetic._shifted(flat, 2, 0)
   np.testing.assert_allclose(synthetic.read_controls(11, neutral, low, stride=2, keys=("smile",))["smile"], 0.0,
                              atol=0.1)
 

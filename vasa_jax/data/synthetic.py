@@ -368,11 +368,12 @@ _CONTROL_GRIDS = {"gaze_theta": np.linspace(-0.6, 0.6, 25), "gaze_phi": np.linsp
 _SHAPE_CONTROLS = ("smile",)
 
 
-def _shifted(x_HxWxC: np.ndarray, dy: int, dx: int) -> np.ndarray:
-  """The image moved by (dy, dx) pixels (down, right), its edge repeated into the gap."""
-  h, w = x_HxWxC.shape[:2]
-  pad = np.pad(x_HxWxC, ((abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode="edge")
-  return pad[abs(dy) - dy:abs(dy) - dy + h, abs(dx) - dx:abs(dx) - dx + w]
+def _shifted(x_xHxWxC: np.ndarray, dy: int, dx: int) -> np.ndarray:
+  """Images [..., H, W, C] moved by (dy, dx) pixels (down, right), their edges repeated into the gap."""
+  h, w = x_xHxWxC.shape[-3:-1]
+  lead = ((0, 0),) * (x_xHxWxC.ndim - 3)
+  pad = np.pad(x_xHxWxC, (*lead, (abs(dy), abs(dy)), (abs(dx), abs(dx)), (0, 0)), mode="edge")
+  return pad[..., abs(dy) - dy:abs(dy) - dy + h, abs(dx) - dx:abs(dx) - dx + w, :]
 
 
 def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *, stride: int = 4,
@@ -413,8 +414,8 @@ def read_controls(identity_id: int, labels: dict, frames_TxHxWx3: np.ndarray, *,
     at = lambda v, key=key: draw(dict(sub, **{key: np.full_like(sub[key], v)}))  # noqa: E731
     if align and key in _SHAPE_CONTROLS:
       where = _grow(np.abs(at(grid[-1]) - at(grid[0])).max(-1) > 4 / 255, align + 1)[..., None]  # [T, H, W, 1]
-      err_of = lambda r, where=where: np.min([(((r - np.stack([_shifted(f, *s) for f in x])) ** 2) * where).sum(  # noqa: E731
-          (1, 2, 3)) for s in shifts], 0)
+      err_of = lambda r, where=where: np.min([(((r - _shifted(x, *s)) ** 2) * where).sum((1, 2, 3))  # noqa: E731
+                                              for s in shifts], 0)
     else:
       err_of = lambda r: ((r - x) ** 2).sum((1, 2, 3))  # noqa: E731
     err = np.stack([err_of(at(v)) for v in grid], -1)  # [T, G]: one render of the grid in memory at a time
